@@ -45,6 +45,7 @@ type Request struct {
 	//	*Request_LeaseRevoke
 	//	*Request_LeaseCheckpoint
 	//	*Request_Alarm
+	//	*Request_MemberAttributes
 	Request       isRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -159,6 +160,15 @@ func (x *Request) GetAlarm() *etcdserverpb.AlarmRequest {
 	return nil
 }
 
+func (x *Request) GetMemberAttributes() *MemberAttributes {
+	if x != nil {
+		if x, ok := x.Request.(*Request_MemberAttributes); ok {
+			return x.MemberAttributes
+		}
+	}
+	return nil
+}
+
 type isRequest_Request interface {
 	isRequest_Request()
 }
@@ -199,6 +209,12 @@ type Request_Alarm struct {
 	Alarm *etcdserverpb.AlarmRequest `protobuf:"bytes,8,opt,name=alarm,proto3,oneof"`
 }
 
+type Request_MemberAttributes struct {
+	// member_attributes publishes a member's name and client URLs, so that
+	// every member can list the cluster's client endpoints.
+	MemberAttributes *MemberAttributes `protobuf:"bytes,9,opt,name=member_attributes,json=memberAttributes,proto3,oneof"`
+}
+
 func (*Request_Put) isRequest_Request() {}
 
 func (*Request_DeleteRange) isRequest_Request() {}
@@ -215,11 +231,74 @@ func (*Request_LeaseCheckpoint) isRequest_Request() {}
 
 func (*Request_Alarm) isRequest_Request() {}
 
+func (*Request_MemberAttributes) isRequest_Request() {}
+
+// MemberAttributes is what a member announces about itself when it starts.
+type MemberAttributes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ClientUrls    []string               `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberAttributes) Reset() {
+	*x = MemberAttributes{}
+	mi := &file_cairnpb_entry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberAttributes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberAttributes) ProtoMessage() {}
+
+func (x *MemberAttributes) ProtoReflect() protoreflect.Message {
+	mi := &file_cairnpb_entry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberAttributes.ProtoReflect.Descriptor instead.
+func (*MemberAttributes) Descriptor() ([]byte, []int) {
+	return file_cairnpb_entry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MemberAttributes) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MemberAttributes) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MemberAttributes) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
 var File_cairnpb_entry_proto protoreflect.FileDescriptor
 
 const file_cairnpb_entry_proto_rawDesc = "" +
 	"\n" +
-	"\x13cairnpb/entry.proto\x12\acairnpb\x1a\x16etcdserverpb/rpc.proto\"\x8c\x04\n" +
+	"\x13cairnpb/entry.proto\x12\acairnpb\x1a\x16etcdserverpb/rpc.proto\"\xd6\x04\n" +
 	"\aRequest\x12,\n" +
 	"\x03put\x18\x01 \x01(\v2\x18.etcdserverpb.PutRequestH\x00R\x03put\x12E\n" +
 	"\fdelete_range\x18\x02 \x01(\v2 .etcdserverpb.DeleteRangeRequestH\x00R\vdeleteRange\x12,\n" +
@@ -231,8 +310,14 @@ const file_cairnpb_entry_proto_rawDesc = "" +
 	"leaseGrant\x12E\n" +
 	"\flease_revoke\x18\x06 \x01(\v2 .etcdserverpb.LeaseRevokeRequestH\x00R\vleaseRevoke\x12Q\n" +
 	"\x10lease_checkpoint\x18\a \x01(\v2$.etcdserverpb.LeaseCheckpointRequestH\x00R\x0fleaseCheckpoint\x122\n" +
-	"\x05alarm\x18\b \x01(\v2\x1a.etcdserverpb.AlarmRequestH\x00R\x05alarmB\t\n" +
-	"\arequestB&Z$github.com/cairnkv/cairn/api/cairnpbb\x06proto3"
+	"\x05alarm\x18\b \x01(\v2\x1a.etcdserverpb.AlarmRequestH\x00R\x05alarm\x12H\n" +
+	"\x11member_attributes\x18\t \x01(\v2\x19.cairnpb.MemberAttributesH\x00R\x10memberAttributesB\t\n" +
+	"\arequest\"W\n" +
+	"\x10MemberAttributes\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
+	"\vclient_urls\x18\x03 \x03(\tR\n" +
+	"clientUrlsB&Z$github.com/cairnkv/cairn/api/cairnpbb\x06proto3"
 
 var (
 	file_cairnpb_entry_proto_rawDescOnce sync.Once
@@ -246,32 +331,34 @@ func file_cairnpb_entry_proto_rawDescGZIP() []byte {
 	return file_cairnpb_entry_proto_rawDescData
 }
 
-var file_cairnpb_entry_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_cairnpb_entry_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_cairnpb_entry_proto_goTypes = []any{
 	(*Request)(nil),                             // 0: cairnpb.Request
-	(*etcdserverpb.PutRequest)(nil),             // 1: etcdserverpb.PutRequest
-	(*etcdserverpb.DeleteRangeRequest)(nil),     // 2: etcdserverpb.DeleteRangeRequest
-	(*etcdserverpb.TxnRequest)(nil),             // 3: etcdserverpb.TxnRequest
-	(*etcdserverpb.CompactionRequest)(nil),      // 4: etcdserverpb.CompactionRequest
-	(*etcdserverpb.LeaseGrantRequest)(nil),      // 5: etcdserverpb.LeaseGrantRequest
-	(*etcdserverpb.LeaseRevokeRequest)(nil),     // 6: etcdserverpb.LeaseRevokeRequest
-	(*etcdserverpb.LeaseCheckpointRequest)(nil), // 7: etcdserverpb.LeaseCheckpointRequest
-	(*etcdserverpb.AlarmRequest)(nil),           // 8: etcdserverpb.AlarmRequest
+	(*MemberAttributes)(nil),                    // 1: cairnpb.MemberAttributes
+	(*etcdserverpb.PutRequest)(nil),             // 2: etcdserverpb.PutRequest
+	(*etcdserverpb.DeleteRangeRequest)(nil),     // 3: etcdserverpb.DeleteRangeRequest
+	(*etcdserverpb.TxnRequest)(nil),             // 4: etcdserverpb.TxnRequest
+	(*etcdserverpb.CompactionRequest)(nil),      // 5: etcdserverpb.CompactionRequest
+	(*etcdserverpb.LeaseGrantRequest)(nil),      // 6: etcdserverpb.LeaseGrantRequest
+	(*etcdserverpb.LeaseRevokeRequest)(nil),     // 7: etcdserverpb.LeaseRevokeRequest
+	(*etcdserverpb.LeaseCheckpointRequest)(nil), // 8: etcdserverpb.LeaseCheckpointRequest
+	(*etcdserverpb.AlarmRequest)(nil),           // 9: etcdserverpb.AlarmRequest
 }
 var file_cairnpb_entry_proto_depIdxs = []int32{
-	1, // 0: cairnpb.Request.put:type_name -> etcdserverpb.PutRequest
-	2, // 1: cairnpb.Request.delete_range:type_name -> etcdserverpb.DeleteRangeRequest
-	3, // 2: cairnpb.Request.txn:type_name -> etcdserverpb.TxnRequest
-	4, // 3: cairnpb.Request.compaction:type_name -> etcdserverpb.CompactionRequest
-	5, // 4: cairnpb.Request.lease_grant:type_name -> etcdserverpb.LeaseGrantRequest
-	6, // 5: cairnpb.Request.lease_revoke:type_name -> etcdserverpb.LeaseRevokeRequest
-	7, // 6: cairnpb.Request.lease_checkpoint:type_name -> etcdserverpb.LeaseCheckpointRequest
-	8, // 7: cairnpb.Request.alarm:type_name -> etcdserverpb.AlarmRequest
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	2, // 0: cairnpb.Request.put:type_name -> etcdserverpb.PutRequest
+	3, // 1: cairnpb.Request.delete_range:type_name -> etcdserverpb.DeleteRangeRequest
+	4, // 2: cairnpb.Request.txn:type_name -> etcdserverpb.TxnRequest
+	5, // 3: cairnpb.Request.compaction:type_name -> etcdserverpb.CompactionRequest
+	6, // 4: cairnpb.Request.lease_grant:type_name -> etcdserverpb.LeaseGrantRequest
+	7, // 5: cairnpb.Request.lease_revoke:type_name -> etcdserverpb.LeaseRevokeRequest
+	8, // 6: cairnpb.Request.lease_checkpoint:type_name -> etcdserverpb.LeaseCheckpointRequest
+	9, // 7: cairnpb.Request.alarm:type_name -> etcdserverpb.AlarmRequest
+	1, // 8: cairnpb.Request.member_attributes:type_name -> cairnpb.MemberAttributes
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_cairnpb_entry_proto_init() }
@@ -288,6 +375,7 @@ func file_cairnpb_entry_proto_init() {
 		(*Request_LeaseRevoke)(nil),
 		(*Request_LeaseCheckpoint)(nil),
 		(*Request_Alarm)(nil),
+		(*Request_MemberAttributes)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -295,7 +383,7 @@ func file_cairnpb_entry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairnpb_entry_proto_rawDesc), len(file_cairnpb_entry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -20,6 +20,7 @@ func TestFieldNumbers(t *testing.T) {
 		6: {"lease_revoke", "etcdserverpb.LeaseRevokeRequest"},
 		7: {"lease_checkpoint", "etcdserverpb.LeaseCheckpointRequest"},
 		8: {"alarm", "etcdserverpb.AlarmRequest"},
+		9: {"member_attributes", "cairnpb.MemberAttributes"},
 	}
 	fields := (&Request{}).ProtoReflect().Descriptor().Fields()
 	if fields.Len() != len(want) {

@@ -34,6 +34,9 @@ func (b *Backend) Snapshot(w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("backend: snapshot: %w", err)
 	}
+	if sw, ok := w.(SizedWriter); ok {
+		sw.SetSize(tx.Size())
+	}
 	n, err := tx.WriteTo(w)
 	if rbErr := tx.Rollback(); rbErr != nil {
 		err = errors.Join(err, rbErr)
@@ -42,6 +45,13 @@ func (b *Backend) Snapshot(w io.Writer) (int64, error) {
 		return n, fmt.Errorf("backend: snapshot: %w", err)
 	}
 	return n, nil
+}
+
+// SizedWriter is a writer that wants to know a snapshot's size before its
+// first byte (to report progress); Snapshot tells it.
+type SizedWriter interface {
+	io.Writer
+	SetSize(n int64)
 }
 
 // PendingRestore is a received snapshot, written and synced next to the

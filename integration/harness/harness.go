@@ -1,0 +1,433 @@
+// Package harness runs clusters of real cairn processes on loopback for
+// tests: it builds the binary once per test process, starts members with
+// free ports and their own data dirs, and kills, stops, pauses and restarts
+// them.
+//
+// Every member's output goes to a log file in its directory; when a test
+// fails the last lines of each log are printed. Members still running at
+// the end of a test are killed by its cleanup.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	buildDir  string
+)
+
+// Main builds the binary, runs the tests and removes the build. Call it
+// from TestMain.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	return code
+}
+
+// Binary returns the path of a cairn binary built from this source tree,
+// building it on first use. CAIRN_TEST_RACE=1 builds it with the race
+// detector.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "cairn-bin-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(buildDir, "cairn")
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("CAIRN_TEST_RACE") == "1" {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/cairnkv/cairn/cmd/cairn")
+		cmd := exec.Command("go", args...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			buildErr = fmt.Errorf("go build cairn: %w\n%s", err, out.String())
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Cluster is a set of members started together.
+type Cluster struct {
+	t       testing.TB
+	Members []*Member
+	token   string
+}
+
+// Member is one cairn process (running or not) with its flags and data.
+type Member struct {
+	t         testing.TB
+	Name      string
+	Dir       string // data dir
+	ClientURL string // http://127.0.0.1:port
+	PeerURL   string
+	args      []string
+	logPath   string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // exit status once done is closed
+}
+
+// Options adjust a cluster.
+type Options struct {
+	// Flags are extra flags for every member.
+	Flags []string
+	// Token is the initial cluster token (default: unique per cluster).
+	Token string
+}
+
+// NewCluster starts size members and waits until they have a leader.
+func NewCluster(t testing.TB, size int, opts Options) *Cluster {
+	t.Helper()
+	bin := Binary(t)
+	token := opts.Token
+	if token == "" {
+		token = fmt.Sprintf("test-%d", time.Now().UnixNano())
+	}
+	c := &Cluster{t: t, token: token}
+	ports := FreePorts(t, 2*size)
+	var initial []string
+	for i := range size {
+		name := fmt.Sprintf("m%d", i+1)
+		m := &Member{
+			t:         t,
+			Name:      name,
+			Dir:       filepath.Join(t.TempDir(), name),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+		}
+		m.logPath = m.Dir + ".log"
+		initial = append(initial, name+"="+m.PeerURL)
+		c.Members = append(c.Members, m)
+	}
+	for _, m := range c.Members {
+		m.args = append([]string{
+			"--name", m.Name,
+			"--data-dir", m.Dir,
+			"--listen-client-urls", m.ClientURL,
+			"--advertise-client-urls", m.ClientURL,
+			"--listen-peer-urls", m.PeerURL,
+			"--initial-advertise-peer-urls", m.PeerURL,
+			"--initial-cluster", strings.Join(initial, ","),
+			"--initial-cluster-token", token,
+			"--heartbeat-interval", "50",
+			"--election-timeout", "500",
+		}, opts.Flags...)
+		m.binary(bin)
+	}
+	t.Cleanup(func() {
+		for _, m := range c.Members {
+			m.kill()
+		}
+		if t.Failed() {
+			for _, m := range c.Members {
+				t.Logf("--- last lines of %s's log (%s):\n%s", m.Name, m.logPath, tail(m.logPath, 40))
+			}
+		}
+	})
+	for _, m := range c.Members {
+		m.Start()
+	}
+	c.WaitLeader()
+	return c
+}
+
+func (m *Member) binary(bin string) { m.args = append([]string{bin}, m.args...) }
+
+// Endpoints returns every member's client address (host:port).
+func (c *Cluster) Endpoints() []string {
+	var eps []string
+	for _, m := range c.Members {
+		eps = append(eps, m.Addr())
+	}
+	return eps
+}
+
+// Addr is the member's client address (host:port).
+func (m *Member) Addr() string { return strings.TrimPrefix(m.ClientURL, "http://") }
+
+// Start launches the member (again) with its flags and data dir.
+func (m *Member) Start() {
+	m.t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd != nil {
+		m.t.Fatalf("%s is already running", m.Name)
+	}
+	logf, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		m.t.Fatalf("open log of %s: %v", m.Name, err)
+	}
+	cmd := exec.Command(m.args[0], m.args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		m.t.Fatalf("start %s: %v", m.Name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		_ = logf.Close()
+		m.mu.Lock()
+		m.err = err
+		m.mu.Unlock()
+		close(done)
+	}()
+	m.cmd, m.done = cmd, done
+}
+
+// Kill sends SIGKILL and waits for the process to go.
+func (m *Member) Kill() {
+	m.t.Helper()
+	if !m.kill() {
+		m.t.Fatalf("kill %s: not running", m.Name)
+	}
+}
+
+func (m *Member) kill() bool {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return false
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a paused process must die too
+	_ = cmd.Process.Kill()
+	<-done
+	m.mu.Lock()
+	m.cmd = nil
+	m.mu.Unlock()
+	return true
+}
+
+// Stop sends SIGTERM and waits up to timeout for a clean exit, returning
+// the exit error (nil for status 0).
+func (m *Member) Stop(timeout time.Duration) error {
+	m.t.Helper()
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		m.t.Fatalf("stop %s: not running", m.Name)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		m.t.Fatalf("signal %s: %v", m.Name, err)
+	}
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		m.kill()
+		return fmt.Errorf("%s did not exit within %v of SIGTERM", m.Name, timeout)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cmd = nil
+	return m.err
+}
+
+// Pause freezes the process (SIGSTOP); Resume thaws it.
+func (m *Member) Pause()  { m.signal(syscall.SIGSTOP) }
+func (m *Member) Resume() { m.signal(syscall.SIGCONT) }
+
+func (m *Member) signal(sig syscall.Signal) {
+	m.t.Helper()
+	m.mu.Lock()
+	cmd := m.cmd
+	m.mu.Unlock()
+	if cmd == nil {
+		m.t.Fatalf("signal %s: not running", m.Name)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		m.t.Fatalf("signal %v to %s: %v", sig, m.Name, err)
+	}
+}
+
+// Running reports whether the process is alive.
+func (m *Member) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil {
+		return false
+	}
+	select {
+	case <-m.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Conn dials the member's gRPC port.
+func (m *Member) Conn() *grpc.ClientConn {
+	m.t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		m.t.Fatalf("dial %s: %v", m.Name, err)
+	}
+	m.t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// Status asks the member for its status, with a short timeout. See
+// status.go for why the answer is decoded by hand.
+func (m *Member) Status() (*Status, error) {
+	conn, err := grpc.NewClient("passthrough:///"+m.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return callStatus(ctx, conn)
+}
+
+// Healthy reports whether the member answers /health with "true".
+func (m *Member) Healthy() bool {
+	client := http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(m.ClientURL + "/health")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	return resp.StatusCode == http.StatusOK && strings.Contains(buf.String(), `"health":"true"`)
+}
+
+// WaitLeader waits until every running member reports the same leader, and
+// returns it.
+func (c *Cluster) WaitLeader() *Member {
+	c.t.Helper()
+	var lead *Member
+	WaitFor(c.t, 30*time.Second, "a leader every running member agrees on", func() bool {
+		lead = c.agreedLeader()
+		return lead != nil
+	})
+	return lead
+}
+
+func (c *Cluster) agreedLeader() *Member {
+	var id uint64
+	for _, m := range c.Members {
+		if !m.Running() {
+			continue
+		}
+		st, err := m.Status()
+		if err != nil || st.GetLeader() == 0 || (id != 0 && st.GetLeader() != id) {
+			return nil
+		}
+		id = st.GetLeader()
+	}
+	for _, m := range c.Members {
+		if st, err := m.Status(); err == nil && m.Running() && st.GetHeader().GetMemberId() == id {
+			return m
+		}
+	}
+	return nil
+}
+
+// Running returns the running members.
+func (c *Cluster) Running() []*Member {
+	var out []*Member
+	for _, m := range c.Members {
+		if m.Running() {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// WaitFor polls cond every 20ms until it holds or d passes.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// FreePorts returns n distinct loopback ports that were free a moment ago.
+// Listening on port 0 lets the kernel choose, so parallel test processes
+// do not pick the same ports.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// ExitCode runs the binary with args to completion and returns its exit
+// code and combined output.
+func ExitCode(t testing.TB, timeout time.Duration, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, string(out)
+	case errors.As(err, &ee):
+		return ee.ExitCode(), string(out)
+	}
+	t.Fatalf("run cairn %v: %v", args, err)
+	return -1, ""
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
