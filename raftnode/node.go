@@ -400,6 +400,24 @@ func (n *Node) raftLoop() {
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
+		// Handle what is ready before waiting for input: Advance can make
+		// more ready (a lone member commits its own entries on Advance), and
+		// nothing else would wake the loop before the next tick.
+		if n.rn.HasReady() {
+			if err := n.handleReady(n.rn.Ready()); err != nil {
+				if !errors.Is(err, ErrStopped) {
+					n.fatal(err)
+				}
+				return
+			}
+			select {
+			case <-n.stopc:
+				return
+			default:
+			}
+			n.drainInputs()
+			continue
+		}
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
@@ -415,14 +433,6 @@ func (n *Node) raftLoop() {
 			return
 		}
 		n.drainInputs()
-		if n.rn.HasReady() {
-			if err := n.handleReady(n.rn.Ready()); err != nil {
-				if !errors.Is(err, ErrStopped) {
-					n.fatal(err)
-				}
-				return
-			}
-		}
 	}
 }
 

@@ -84,6 +84,7 @@ func (m *metrics) registerGauges(s *Server) {
 		gauge("mvcc", "db_size_bytes", "Backend file size.", func() float64 { return float64(s.store.Size()) }),
 		gauge("mvcc", "db_size_in_use_bytes", "Backend file size in use.", func() float64 { return float64(s.store.SizeInUse()) }),
 		gauge("mvcc", "revision", "Current keyspace revision.", func() float64 { return float64(s.store.Rev()) }),
+		gauge("mvcc", "watchers", "Registered watchers.", func() float64 { return float64(s.hub.Watchers()) }),
 		gauge("lease", "leases", "Granted leases.", func() float64 { return float64(len(s.lessor.Leases())) }),
 	)
 }

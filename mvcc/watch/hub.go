@@ -406,7 +406,7 @@ func (h *Hub) needRetry() bool {
 		return true
 	}
 	for s := range h.wantProgress {
-		if s.blocked == 0 {
+		if s.progressFull {
 			return true
 		}
 	}
@@ -425,4 +425,16 @@ func (h *Hub) progressTick() {
 		}
 		w.idle = true
 	}
+}
+
+// Watchers reports how many watchers are registered, live or compacted but
+// not yet cancelled (for metrics).
+func (h *Hub) Watchers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for s := range h.streams {
+		n += len(s.watchers)
+	}
+	return n
 }

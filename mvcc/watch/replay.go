@@ -125,7 +125,7 @@ func (h *Hub) replay() bool {
 	moved := false
 	var reads []read
 	for w := range h.unsynced {
-		if len(w.pending) > 0 {
+		if w.pending.len() > 0 {
 			continue // its last chunk waits in the victim queue
 		}
 		if h.catchUp(w) {
@@ -169,7 +169,7 @@ func (h *Hub) replay() bool {
 				h.deliver(w, Response{WatchID: w.id, Events: r.evs, Revision: r.hdr})
 			}
 			w.minRev = r.next
-			if len(w.pending) == 0 {
+			if w.pending.len() == 0 {
 				h.catchUp(w)
 			}
 		}

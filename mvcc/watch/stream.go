@@ -68,6 +68,7 @@ type Stream struct {
 	live           int // watchers synced or unsynced
 	blocked        int // watchers unsynced or holding parked responses
 	progressWanted bool
+	progressFull   bool // the owed answer found the channel full
 	fullPass       uint64
 }
 

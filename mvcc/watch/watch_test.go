@@ -248,7 +248,7 @@ func TestCompactedWhileReplaying(t *testing.T) {
 	for _, x := range s.watchers {
 		w = x
 	}
-	parked, minRev := len(w.pending), w.minRev
+	parked, minRev := w.pending.len(), w.minRev
 	e.hub.mu.Unlock()
 	if parked != 1 || minRev != 6 {
 		t.Fatalf("parked %d, minRev %d", parked, minRev)

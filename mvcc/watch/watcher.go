@@ -47,7 +47,7 @@ type watcher struct {
 	minRev int64
 	// pending holds responses that found the stream's channel full, in
 	// order; while it is not empty, new responses queue behind it.
-	pending       []Response
+	pending       queue
 	pendingEvents int
 	// blocked: counted in Stream.blocked (unsynced, or holding parked
 	// responses), so the stream cannot yet answer RequestProgress.
@@ -98,14 +98,14 @@ func (h *Hub) deliver(w *watcher, r Response) {
 	if len(r.Events) > 0 {
 		w.idle = false
 	}
-	if len(w.pending) == 0 {
+	if w.pending.len() == 0 {
 		if trySend(w.s.ch, r) {
 			return
 		}
 		h.victims[w] = struct{}{}
 		h.kick()
 	}
-	w.pending = append(w.pending, r)
+	w.pending.push(r)
 	w.pendingEvents += len(r.Events)
 	h.refresh(w)
 	if w.state == stSynced && w.pendingEvents > h.opts.MaxParked {
@@ -117,7 +117,7 @@ func (h *Hub) deliver(w *watcher, r Response) {
 // channel): its first parked event, else, if synced, the revision after
 // both its start and the last OnWrite, else the next one to read.
 func (h *Hub) resumeRev(w *watcher) int64 {
-	for _, r := range w.pending {
+	for _, r := range w.pending.items() {
 		if len(r.Events) > 0 {
 			return r.Events[0].Kv.ModRevision
 		}
@@ -129,8 +129,7 @@ func (h *Hub) resumeRev(w *watcher) int64 {
 }
 
 func (h *Hub) dropPending(w *watcher) {
-	clear(w.pending)
-	w.pending = nil
+	w.pending.reset()
 	w.pendingEvents = 0
 	delete(h.victims, w)
 }
@@ -192,7 +191,7 @@ func (h *Hub) remove(w *watcher) {
 // refresh keeps Stream.blocked in step with w, and answers a deferred
 // RequestProgress when the last blocking watcher of the stream clears.
 func (h *Hub) refresh(w *watcher) {
-	b := w.state == stUnsynced || (w.state != stRemoved && len(w.pending) > 0)
+	b := w.state == stUnsynced || (w.state != stRemoved && w.pending.len() > 0)
 	if b == w.blocked {
 		return
 	}
@@ -213,7 +212,7 @@ func (h *Hub) refresh(w *watcher) {
 // (a client resumes after a progress revision, so telling a watcher that
 // starts later would widen it).
 func (h *Hub) caughtUp(w *watcher) bool {
-	return w.state == stSynced && len(w.pending) == 0 && w.minRev <= h.rev+1
+	return w.state == stSynced && w.pending.len() == 0 && w.minRev <= h.rev+1
 }
 
 // tryStreamProgress answers a RequestProgress owed to s, if every watcher
@@ -224,6 +223,7 @@ func (h *Hub) tryStreamProgress(s *Stream) {
 	if !s.progressWanted {
 		return
 	}
+	s.progressFull = false
 	if s.live == 0 {
 		h.unwant(s)
 		return
@@ -238,6 +238,8 @@ func (h *Hub) tryStreamProgress(s *Stream) {
 	}
 	if trySend(s.ch, Response{WatchID: -1, Revision: h.rev, Progress: true}) {
 		h.unwant(s)
+	} else {
+		s.progressFull = true // the goroutine retries
 	}
 }
 
@@ -261,17 +263,15 @@ func (h *Hub) flush() bool {
 		if s.fullPass == h.pass {
 			continue // a watcher of this stream already found it full
 		}
-		for len(w.pending) > 0 && trySend(s.ch, w.pending[0]) {
-			w.pendingEvents -= len(w.pending[0].Events)
-			w.pending[0] = Response{}
-			w.pending = w.pending[1:]
+		for w.pending.len() > 0 && trySend(s.ch, w.pending.front()) {
+			w.pendingEvents -= len(w.pending.front().Events)
+			w.pending.pop()
 			progressed = true
 		}
-		if len(w.pending) > 0 {
+		if w.pending.len() > 0 {
 			s.fullPass = h.pass
 			continue
 		}
-		w.pending = nil
 		delete(h.victims, w)
 		h.refresh(w)
 	}
@@ -279,4 +279,43 @@ func (h *Hub) flush() bool {
 		h.tryStreamProgress(s)
 	}
 	return progressed
+}
+
+// queue is a FIFO of parked responses that keeps its array for reuse once
+// drained (unless it grew large).
+type queue struct {
+	buf  []Response
+	head int
+}
+
+func (q *queue) len() int          { return len(q.buf) - q.head }
+func (q *queue) front() Response   { return q.buf[q.head] }
+func (q *queue) items() []Response { return q.buf[q.head:] }
+
+func (q *queue) push(r Response) {
+	if q.head > 0 && len(q.buf) == cap(q.buf) {
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, r)
+}
+
+func (q *queue) pop() {
+	q.buf[q.head] = Response{}
+	q.head++
+	if q.head == len(q.buf) {
+		q.reset()
+	}
+}
+
+// reset empties the queue.
+func (q *queue) reset() {
+	if cap(q.buf) > 64 {
+		q.buf = nil
+	} else {
+		clear(q.buf)
+		q.buf = q.buf[:0]
+	}
+	q.head = 0
 }
