@@ -7,7 +7,7 @@ PKGS    := ./...
 LDFLAGS := -s -w
 DATA    ?= default.cairn
 
-.PHONY: all build test test-short bench fuzz run vet fmt clean
+.PHONY: all build test test-compat test-short bench fuzz run cluster docker vet fmt clean
 
 all: build
 
@@ -15,10 +15,16 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-## test: the whole suite with the race detector
+## test: the whole suite with the race detector, then the compatibility suite
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(MAKE) test-compat
+
+## test-compat: etcd's own Go client and the JSON gateway against a 3-member
+## cluster; a module of its own, so the root module never depends on etcd
+test-compat:
+	cd integration/compat && $(GO) test -race -count=1 ./...
 
 ## test-short: quick pass without the race detector
 test-short:
@@ -36,6 +42,15 @@ fuzz:
 ## run: a single member, client 127.0.0.1:2379, peer 127.0.0.1:2380, data in ./default.cairn
 run: build
 	./$(BIN)/cairn --data-dir $(DATA)
+
+## cluster: a local 3-member cluster from the Procfile (data in .cluster/)
+cluster: build
+	mkdir -p .cluster
+	./scripts/cluster.sh Procfile
+
+## docker: the FROM-scratch image cairn:dev from the static binary
+docker: build
+	docker build -f deploy/Dockerfile -t cairn:dev .
 
 vet:
 	$(GO) vet $(PKGS)

@@ -345,6 +345,12 @@ func (n *Node) Status() Status {
 	}
 }
 
+// Term is the current raft term (cheaper than Status, for response headers).
+func (n *Node) Term() uint64 { return n.term.Load() }
+
+// Leader is the leader's ID as this member knows it, or 0.
+func (n *Node) Leader() uint64 { return n.lead.Load() }
+
 // Done is closed when the node stops, by Stop or by a fatal error (see Err).
 func (n *Node) Done() <-chan struct{} { return n.stopc }
 

@@ -36,6 +36,8 @@ type Config struct {
 	MaxTxnOps         int
 
 	LogLevel string
+	// EnablePprof serves Go's profiler under /debug/pprof/ on the client port.
+	EnablePprof bool
 }
 
 // Defaults matching etcd's flags.

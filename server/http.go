@@ -7,6 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -58,6 +59,13 @@ func (s *Server) httpHandler(grpcAddr string) (http.Handler, interface{ Close() 
 	mux.HandleFunc("/readyz", s.handleReady)
 	mux.HandleFunc("/version", s.handleVersion)
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	if s.cfg.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux, conn, nil
 }
 
@@ -80,7 +88,7 @@ const healthTimeout = 2 * time.Second
 // checkHealth reports whether the member can serve linearizable requests,
 // and if not, why (in etcd's words where etcd has them).
 func (s *Server) checkHealth(ctx context.Context) (bool, string) {
-	if s.node.Status().Leader == 0 {
+	if s.node.Leader() == 0 {
 		return false, "RAFT NO LEADER"
 	}
 	if s.store.Size() > s.quota {

@@ -182,7 +182,7 @@ var errForwardRetry = errors.New("lease call reached a member that is not the le
 // forwardToLeader posts req to the leader's peer endpoint and decodes its
 // answer into resp.
 func (s *Server) forwardToLeader(ctx context.Context, path string, req, resp proto.Message) error {
-	lead := s.node.Status().Leader
+	lead := s.node.Leader()
 	if lead == 0 || lead == s.id {
 		return errForwardRetry
 	}

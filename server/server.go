@@ -428,7 +428,7 @@ func (s *Server) Stop(ctx context.Context) error {
 
 // header is a response header at revision rev.
 func (s *Server) header(rev int64) *pb.ResponseHeader {
-	return &pb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.id, Revision: rev, RaftTerm: s.node.Status().Term}
+	return &pb.ResponseHeader{ClusterId: s.clusterID, MemberId: s.id, Revision: rev, RaftTerm: s.node.Term()}
 }
 
 // fillHeader adds the member's identity to a header the applier made.
@@ -436,7 +436,7 @@ func (s *Server) fillHeader(h *pb.ResponseHeader) {
 	if h == nil {
 		return
 	}
-	h.ClusterId, h.MemberId, h.RaftTerm = s.clusterID, s.id, s.node.Status().Term
+	h.ClusterId, h.MemberId, h.RaftTerm = s.clusterID, s.id, s.node.Term()
 }
 
 // propose replicates req and waits for this member to apply it. A proposal
@@ -479,11 +479,11 @@ func (s *Server) awaitLeader(ctx context.Context) error {
 	for {
 		select {
 		case <-t.C:
-			if s.node.Status().Leader != 0 {
+			if s.node.Leader() != 0 {
 				return nil
 			}
 		case <-ctx.Done():
-			if s.node.Status().Leader == 0 {
+			if s.node.Leader() == 0 {
 				return errNoLeader
 			}
 			return ctxError(ctx, ctx.Err())
@@ -505,7 +505,7 @@ func (s *Server) raftError(ctx context.Context, err error) error {
 	case errors.Is(err, raftnode.ErrNoLeader):
 		return errNoLeader
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
-		if ctx.Err() != nil && s.node.Status().Leader == 0 {
+		if ctx.Err() != nil && s.node.Leader() == 0 {
 			return errNoLeader
 		}
 		return ctxError(ctx, err)

@@ -183,9 +183,6 @@ func (ws *watchStream) sendHub(r watch.Response) error {
 		CompactRevision: r.CompactRevision,
 		Canceled:        r.Canceled,
 	}
-	if r.CompactRevision != 0 {
-		out.CancelReason = "etcdserver: mvcc: required revision has been compacted"
-	}
 	ws.mu.Lock()
 	if ws.announce[r.WatchID] {
 		ws.pending[r.WatchID] = append(ws.pending[r.WatchID], out)

@@ -61,7 +61,16 @@ func Binary(t testing.TB) string {
 			args = append(args, "-race")
 		}
 		args = append(args, "github.com/cairnkv/cairn/cmd/cairn")
+		// Build inside cairn's own module, so the binary has the root
+		// go.mod's dependencies even when the tests live in another module
+		// (integration/compat) that replaces cairn with this tree.
+		var root string
+		root, buildErr = moduleDir("github.com/cairnkv/cairn")
+		if buildErr != nil {
+			return
+		}
 		cmd := exec.Command("go", args...)
+		cmd.Dir = root
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Run(); err != nil {
@@ -72,6 +81,24 @@ func Binary(t testing.TB) string {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+// moduleDir returns the directory of a module in the current build (the
+// main module or a replacement of it).
+func moduleDir(path string) (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", path).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("go list -m %s: %w\n%s", path, err, ee.Stderr)
+		}
+		return "", fmt.Errorf("go list -m %s: %w", path, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return "", fmt.Errorf("go list -m %s: no directory", path)
+	}
+	return dir, nil
 }
 
 // Cluster is a set of members started together.
