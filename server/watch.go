@@ -38,12 +38,20 @@ func (w *watchService) Watch(stream pb.Watch_WatchServer) error {
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- ws.sendLoop() }()
 	recvErr := ws.recvLoop()
+	if errors.Is(recvErr, io.EOF) {
+		// A client that half-closes (the JSON gateway does, once it has read
+		// the request body) still wants its events: serve until the stream
+		// ends or the sender fails.
+		select {
+		case err := <-sendErr:
+			sendErr <- err
+		case <-stream.Context().Done():
+		}
+		recvErr = nil
+	}
 	close(ws.done)
 	if err := <-sendErr; err != nil {
 		return err
-	}
-	if errors.Is(recvErr, io.EOF) {
-		return nil
 	}
 	return recvErr
 }
