@@ -31,7 +31,10 @@
 //     is idle, restore the state machine from the spooled data (durably),
 //     write the metadata file, then the WAL marker, then raft's storage.
 //  5. Hard state and entries are appended to the WAL with one fdatasync.
-//     Nothing in this Ready is acknowledged before that returns.
+//     Nothing in this Ready is acknowledged before that returns. A Ready
+//     whose only change is the commit index (raft's MustSync is false) is
+//     not written: the commit index need not be durable, and an fsync there
+//     would sit between commit and apply on every write.
 //  6. The same go into raft's in-memory storage.
 //  7. A follower sends its messages now, after the fsync: its acks and votes
 //     promise what is on disk.

@@ -43,8 +43,10 @@ type Node struct {
 	waits   *waitRegistry
 	ids     *idGenerator
 
-	// rn is touched only by the raft loop goroutine.
-	rn *raft.RawNode
+	// rn is touched only by the raft loop goroutine, as is unsavedHS: a
+	// hard state whose only change was the commit index, not yet written.
+	rn        *raft.RawNode
+	unsavedHS wal.HardState
 
 	propc      chan proposal
 	recvc      chan *raftpb.Message
@@ -511,10 +513,21 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if rd.HardState != nil {
 		hs = wal.HardState{Term: rd.HardState.GetTerm(), Vote: rd.HardState.GetVote(), Commit: rd.HardState.GetCommit()}
 	}
-	if !hs.IsEmpty() || len(rd.Entries) > 0 {
+	switch {
+	case rd.MustSync:
+		if hs.IsEmpty() {
+			hs = n.unsavedHS
+		}
 		if err := n.wal.Save(hs, toWAL(rd.Entries)); err != nil {
 			return fmt.Errorf("raftnode: save to log: %w", err)
 		}
+		n.unsavedHS = wal.HardState{}
+	case !hs.IsEmpty():
+		// Only the commit index moved. It need not be durable (a restarted
+		// member relearns it from the leader), so it waits for the next
+		// write that must be synced instead of costing an fsync on the
+		// path from commit to apply.
+		n.unsavedHS = hs
 	}
 	if rd.HardState != nil {
 		if err := n.storage.SetHardState(rd.HardState); err != nil {

@@ -79,7 +79,9 @@ for round in $(seq "$rounds"); do
 			if [[ $name == *"req/s"* ]]; then
 				v=$(awk '/Requests\/sec:/ {print $2}' <<<"$out")
 			else
-				v=$(awk '/Average:/ {printf "%.3f", $2 * 1000}' <<<"$out")
+				# One client in a closed loop: mean latency is 1/throughput,
+				# which the tool prints with more digits than its average.
+				v=$(awk '/Requests\/sec:/ {printf "%.3f", 1000 / $2}' <<<"$out")
 			fi
 			results["$sys|$name"]+="$v "
 		done
