@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 
 	"github.com/cairnkv/cairn/api/cairnpb"
 	pb "github.com/cairnkv/cairn/api/etcdserverpb"
@@ -26,12 +27,29 @@ func (k *kvService) Range(ctx context.Context, r *pb.RangeRequest) (*pb.RangeRes
 		}
 	}
 	resp, err := k.s.store.Range(req)
+	if errors.Is(err, mvcc.ErrFutureRev) && r.GetSerializable() {
+		resp, err = retryAfterCatchUp(ctx, k.s, func() (*mvcc.RangeResponse, error) { return k.s.store.Range(req) })
+	}
 	if err != nil {
 		return nil, toWire(err)
 	}
 	out := rangeResp(resp)
 	out.Header = k.s.header(resp.Revision)
 	return out, nil
+}
+
+// retryAfterCatchUp reruns a serializable read that asked for a revision
+// this member has not applied yet, once it has caught up with the cluster's
+// commit index. A client that learned the revision from another member (a
+// response header) reads it here instead of getting "future revision" from
+// a member a few milliseconds behind; a revision that no member has gets
+// the error as before. It costs a ReadIndex only in that case.
+func retryAfterCatchUp[T any](ctx context.Context, s *Server, read func() (T, error)) (T, error) {
+	if err := s.linearizableRead(ctx); err != nil {
+		var zero T
+		return zero, err
+	}
+	return read()
 }
 
 func (k *kvService) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
@@ -42,13 +60,7 @@ func (k *kvService) Put(ctx context.Context, r *pb.PutRequest) (*pb.PutResponse,
 	if err := k.s.checkQuota(); err != nil {
 		return nil, err
 	}
-	res, err := k.s.propose(ctx, &cairnpb.Request{Request: &cairnpb.Request_Put{Put: r}})
-	if err != nil {
-		return nil, err
-	}
-	out := res.resp.(*pb.PutResponse)
-	k.s.fillHeader(out.Header)
-	return out, nil
+	return proposeFor[*pb.PutResponse](ctx, k.s, &cairnpb.Request{Request: &cairnpb.Request_Put{Put: r}})
 }
 
 func (k *kvService) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
@@ -56,13 +68,7 @@ func (k *kvService) DeleteRange(ctx context.Context, r *pb.DeleteRangeRequest) (
 	if err := mvcc.ValidateDeleteRange(&req); err != nil {
 		return nil, toWire(err)
 	}
-	res, err := k.s.propose(ctx, &cairnpb.Request{Request: &cairnpb.Request_DeleteRange{DeleteRange: r}})
-	if err != nil {
-		return nil, err
-	}
-	out := res.resp.(*pb.DeleteRangeResponse)
-	k.s.fillHeader(out.Header)
-	return out, nil
+	return proposeFor[*pb.DeleteRangeResponse](ctx, k.s, &cairnpb.Request{Request: &cairnpb.Request_DeleteRange{DeleteRange: r}})
 }
 
 func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
@@ -79,6 +85,9 @@ func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse,
 			}
 		}
 		resp, err := k.s.store.Txn(req)
+		if errors.Is(err, mvcc.ErrFutureRev) && isSerializableTxn(r) {
+			resp, err = retryAfterCatchUp(ctx, k.s, func() (*mvcc.TxnResponse, error) { return k.s.store.Txn(req) })
+		}
 		if err != nil {
 			return nil, toWire(err)
 		}
@@ -89,13 +98,7 @@ func (k *kvService) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse,
 	if err := k.s.checkQuota(); err != nil {
 		return nil, err
 	}
-	res, err := k.s.propose(ctx, &cairnpb.Request{Request: &cairnpb.Request_Txn{Txn: r}})
-	if err != nil {
-		return nil, err
-	}
-	out := res.resp.(*pb.TxnResponse)
-	k.s.fillHeader(out.Header)
-	return out, nil
+	return proposeFor[*pb.TxnResponse](ctx, k.s, &cairnpb.Request{Request: &cairnpb.Request_Txn{Txn: r}})
 }
 
 func (k *kvService) Compact(ctx context.Context, r *pb.CompactionRequest) (*pb.CompactionResponse, error) {

@@ -38,13 +38,7 @@ func (l *leaseService) LeaseGrant(ctx context.Context, r *pb.LeaseGrantRequest) 
 		// Chosen here, before proposing, so every member grants the same ID.
 		req.ID = newLeaseID()
 	}
-	res, err := l.s.propose(ctx, &cairnpb.Request{Request: &cairnpb.Request_LeaseGrant{LeaseGrant: req}})
-	if err != nil {
-		return nil, err
-	}
-	out := res.resp.(*pb.LeaseGrantResponse)
-	l.s.fillHeader(out.Header)
-	return out, nil
+	return proposeFor[*pb.LeaseGrantResponse](ctx, l.s, &cairnpb.Request{Request: &cairnpb.Request_LeaseGrant{LeaseGrant: req}})
 }
 
 // newLeaseID picks a random positive lease ID.
@@ -59,13 +53,7 @@ func newLeaseID() int64 {
 }
 
 func (l *leaseService) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	res, err := l.s.propose(ctx, &cairnpb.Request{Request: &cairnpb.Request_LeaseRevoke{LeaseRevoke: r}})
-	if err != nil {
-		return nil, err
-	}
-	out := res.resp.(*pb.LeaseRevokeResponse)
-	l.s.fillHeader(out.Header)
-	return out, nil
+	return proposeFor[*pb.LeaseRevokeResponse](ctx, l.s, &cairnpb.Request{Request: &cairnpb.Request_LeaseRevoke{LeaseRevoke: r}})
 }
 
 func (l *leaseService) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {

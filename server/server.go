@@ -472,6 +472,25 @@ func (s *Server) propose(ctx context.Context, req *cairnpb.Request) (applyResult
 	}
 }
 
+// headered is a response with a header the applier started.
+type headered interface {
+	proto.Message
+	GetHeader() *pb.ResponseHeader
+}
+
+// proposeFor proposes req and returns the applier's response as T, its
+// header completed with the member's identity.
+func proposeFor[T headered](ctx context.Context, s *Server, req *cairnpb.Request) (T, error) {
+	res, err := s.propose(ctx, req)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	out := res.resp.(T)
+	s.fillHeader(out.GetHeader())
+	return out, nil
+}
+
 // awaitLeader waits at least one heartbeat, and until a leader is known.
 func (s *Server) awaitLeader(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
