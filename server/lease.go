@@ -161,6 +161,7 @@ const (
 	peerPathRenew      = "/cairn/lease/renew"
 	peerPathTimeToLive = "/cairn/lease/timetolive"
 	headerClusterID    = "X-Cairn-Cluster-Id"
+	headerFrom         = "X-Cairn-From"
 	maxForwardBody     = 4 << 20
 )
 
@@ -187,6 +188,7 @@ func (s *Server) forwardToLeader(ctx context.Context, path string, req, resp pro
 		return fmt.Errorf("forward %s: %w", path, err)
 	}
 	hreq.Header.Set(headerClusterID, formatID(s.clusterID))
+	hreq.Header.Set(headerFrom, formatID(s.id)) // lets a test's fault proxy tell who is calling
 	hresp, err := s.peerClient.Do(hreq)
 	if err != nil {
 		if ctx.Err() != nil {

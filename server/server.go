@@ -64,6 +64,7 @@ type Server struct {
 	gatewayConn interface{ Close() error }
 
 	peerClient *http.Client
+	hooks      *testHooks // nil unless CAIRN_TEST_HOOKS=1
 
 	// ctx ends when Stop begins; background work derives from it.
 	ctx      context.Context
@@ -95,6 +96,7 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 		stopc:      make(chan struct{}),
 		failc:      make(chan struct{}),
 		peerClient: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: time.Minute}},
+		hooks:      newTestHooks(),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if s.quota == 0 {
@@ -168,6 +170,10 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	}
 
 	electionTicks := int(cfg.ElectionTimeout / cfg.HeartbeatInterval)
+	var beforeSync func()
+	if s.hooks != nil {
+		beforeSync = s.hooks.beforeSync
+	}
 	s.node, err = raftnode.Start(raftnode.Config{
 		ID:            s.id,
 		ClusterID:     s.clusterID,
@@ -180,6 +186,7 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 		// A proposal's envelope may exceed the request a little.
 		MaxProposalBytes: cfg.MaxRequestBytes + 1024,
 		WALAfterSync:     s.metrics.observeFsync,
+		WALBeforeSync:    beforeSync,
 		Logger:           log, // raftnode tags its lines with the member ID itself
 	})
 	if err != nil {
@@ -191,6 +198,7 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	peerMux := http.NewServeMux()
 	peerMux.Handle("/raft/", s.node.Handler())
 	s.registerPeerHandlers(peerMux)
+	s.registerTestHooks(peerMux)
 	for _, ln := range peerLns {
 		srv := &http.Server{Handler: peerMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(s.log, "peer http")}
 		s.peerHTTP = append(s.peerHTTP, srv)
@@ -535,6 +543,9 @@ func (s *Server) raftError(ctx context.Context, err error) error {
 // linearizableRead returns once a read of the local keyspace reflects every
 // write committed before the call.
 func (s *Server) linearizableRead(ctx context.Context) error {
+	if s.hooks.skipReadIndex() {
+		return nil // deliberately broken, for the chaos checker's self-test
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.reqTimeout)
 	defer cancel()
 	if err := s.node.ReadIndex(ctx); err != nil {
