@@ -147,6 +147,31 @@ func TestFlagsFromEnvironmentAndGracefulStop(t *testing.T) {
 	if _, err := pb.NewKVClient(conn).Put(ctx, &pb.PutRequest{Key: []byte("durable"), Value: []byte("yes")}); err != nil {
 		t.Fatalf("put: %v", err)
 	}
+	// Long-lived streams must not hold the shutdown up: a client's open
+	// watch and keep-alive streams end when the member stops.
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	watch, err := pb.NewWatchClient(conn).Watch(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{Key: []byte("durable")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil { // created
+		t.Fatal(err)
+	}
+	keepAlive, err := pb.NewLeaseClient(conn).LeaseKeepAlive(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keepAlive.Send(&pb.LeaseKeepAliveRequest{ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keepAlive.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -155,9 +180,10 @@ func TestFlagsFromEnvironmentAndGracefulStop(t *testing.T) {
 		if p.err != nil {
 			t.Fatalf("exit after SIGTERM: %v, want status 0", p.err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("member did not exit within 30s of SIGTERM")
+	case <-time.After(10 * time.Second):
+		t.Fatal("member did not exit within 10s of SIGTERM with streams open (graceful stop waits on them)")
 	}
+	t.Logf("exited %v after SIGTERM with a watch and a keep-alive stream open", time.Since(stopped))
 
 	start()
 	harness.WaitFor(t, 30*time.Second, "the restarted member to become healthy", m.Healthy)

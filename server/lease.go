@@ -58,13 +58,34 @@ func (l *leaseService) LeaseRevoke(ctx context.Context, r *pb.LeaseRevokeRequest
 
 func (l *leaseService) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
 	ctx := stream.Context()
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
+	reqs := make(chan *pb.LeaseKeepAliveRequest)
+	recvErr := make(chan error, 1)
+	go func() { // ends when the stream does, at the latest when this handler returns
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				recvErr <- ctx.Err()
+				return
+			}
 		}
-		if err != nil {
+	}()
+	for {
+		var req *pb.LeaseKeepAliveRequest
+		select {
+		case req = <-reqs:
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
 			return err
+		case <-l.s.stopc:
+			return errStopped
 		}
 		ttl, err := l.s.renewLease(ctx, req.GetID())
 		if errors.Is(err, lease.ErrLeaseNotFound) {

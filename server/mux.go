@@ -26,14 +26,19 @@ type protoMux struct {
 	grpc *chanListener
 	http *chanListener
 	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	sniffing map[net.Conn]struct{} // connections not yet classified
 }
 
 func newProtoMux(root net.Listener, log *slog.Logger) *protoMux {
 	return &protoMux{
-		root: root,
-		log:  log,
-		grpc: newChanListener(root.Addr()),
-		http: newChanListener(root.Addr()),
+		root:     root,
+		log:      log,
+		grpc:     newChanListener(root.Addr()),
+		http:     newChanListener(root.Addr()),
+		sniffing: map[net.Conn]struct{}{},
 	}
 }
 
@@ -53,10 +58,21 @@ func (m *protoMux) serve() {
 			}
 			return
 		}
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		m.sniffing[c] = struct{}{}
 		m.wg.Add(1)
+		m.mu.Unlock()
 		go func() {
 			defer m.wg.Done()
 			m.route(c)
+			m.mu.Lock()
+			delete(m.sniffing, c)
+			m.mu.Unlock()
 		}()
 	}
 }
@@ -97,8 +113,17 @@ func (m *protoMux) route(c net.Conn) {
 	}
 }
 
-// close stops accepting; serve then closes the children.
-func (m *protoMux) close() error { return m.root.Close() }
+// close stops accepting and drops connections still being classified;
+// serve then closes the children.
+func (m *protoMux) close() error {
+	m.mu.Lock()
+	m.closed = true
+	for c := range m.sniffing {
+		_ = c.Close()
+	}
+	m.mu.Unlock()
+	return m.root.Close()
+}
 
 type peekedConn struct {
 	net.Conn

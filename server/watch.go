@@ -37,23 +37,33 @@ func (w *watchService) Watch(stream pb.Watch_WatchServer) error {
 	defer ws.hub.Close()
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- ws.sendLoop() }()
-	recvErr := ws.recvLoop()
-	if errors.Is(recvErr, io.EOF) {
-		// A client that half-closes (the JSON gateway does, once it has read
-		// the request body) still wants its events: serve until the stream
-		// ends or the sender fails.
-		select {
-		case err := <-sendErr:
-			sendErr <- err
-		case <-stream.Context().Done():
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- ws.recvLoop() }() // ends when the stream does, at the latest when this handler returns
+	var err error
+	select {
+	case err = <-recvErr:
+		if errors.Is(err, io.EOF) {
+			// A client that half-closes (the JSON gateway does, once it has
+			// read the request body) still wants its events: serve until
+			// the stream ends, the sender fails or the member stops.
+			select {
+			case err = <-sendErr:
+				sendErr <- err
+			case <-stream.Context().Done():
+			case <-w.s.stopc:
+			}
+			err = nil
 		}
-		recvErr = nil
+	case err = <-sendErr:
+		sendErr <- err
+	case <-w.s.stopc:
+		err = errStopped
 	}
 	close(ws.done)
-	if err := <-sendErr; err != nil {
-		return err
+	if serr := <-sendErr; serr != nil {
+		return serr
 	}
-	return recvErr
+	return err
 }
 
 type watchStream struct {
