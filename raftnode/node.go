@@ -175,6 +175,9 @@ func Start(cfg Config) (*Node, error) {
 		Snapshots: peerSide{n},
 		Logger:    n.log,
 		Faults:    cfg.Faults,
+		// A peer that acknowledges nothing for two election timeouts is
+		// cut off; redialing then finds it as soon as the network heals.
+		WriteTimeout: max(2*cfg.TickInterval*time.Duration(cfg.ElectionTicks), time.Second),
 	})
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("raftnode: start transport: %w", err), n.wal.Close())

@@ -401,7 +401,12 @@ func (t *Transport) dialStream(ctx context.Context, base string, to uint64) (net
 	if err != nil {
 		return nil, nil, fmt.Errorf("transport: dial %s: %w", base, err)
 	}
-	d := net.Dialer{Timeout: t.cfg.DialTimeout}
+	// Data the peer does not acknowledge within WriteTimeout breaks the
+	// connection (TCP_USER_TIMEOUT where the OS has it). Without that, a
+	// stream across a network partition looks healthy until the socket
+	// buffer fills, and after the partition heals the first message waits
+	// for TCP's backed-off retransmission timer: tens of seconds.
+	d := net.Dialer{Timeout: t.cfg.DialTimeout, Control: userTimeout(t.cfg.WriteTimeout)}
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, nil, fmt.Errorf("transport: dial %s: %w", base, err)
