@@ -7,7 +7,7 @@ PKGS    := ./...
 LDFLAGS := -s -w
 DATA    ?= default.cairn
 
-.PHONY: all build test test-compat test-short bench fuzz run cluster docker vet fmt clean
+.PHONY: all build test test-compat test-short chaos bench fuzz run cluster docker docker-test vet fmt clean
 
 all: build
 
@@ -30,6 +30,19 @@ test-compat:
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
+## chaos: a long randomised chaos run (integration/chaos): faults from SEED
+## (default: from the clock) for DURATION on a cluster of MEMBERS (3 or 5);
+## prints a summary and, on failure, the folder with the history (under
+## CHAOS_OUT, default the system's temp dir)
+SEED      ?= 0
+DURATION  ?= 5m
+MEMBERS   ?= 3
+CHAOS_OUT ?=
+chaos:
+	$(GO) test ./integration/chaos -run '^TestChaos$$' -count=1 -timeout 60m -v \
+		-chaos.duration=$(DURATION) -chaos.seed=$(SEED) -chaos.members=$(MEMBERS) \
+		$(if $(CHAOS_OUT),-chaos.out=$(CHAOS_OUT))
+
 ## bench: package benchmarks (see docs/performance.md for the side-by-side runs)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./wal/... ./mvcc/... ./raftnode/...
@@ -51,6 +64,12 @@ cluster: build
 ## docker: the FROM-scratch image cairn:dev from the static binary
 docker: build
 	docker build -f deploy/Dockerfile -t cairn:dev .
+
+## docker-test: the deployment test: a 3-member compose cluster
+## (deploy/docker-compose.yml) partitioned and restarted with Docker's tools;
+## it builds its own binary and image and removes everything it created
+docker-test:
+	CAIRN_DOCKER_TEST=1 $(GO) test -count=1 -v -timeout 10m -run TestComposeCluster ./integration/docker/
 
 vet:
 	$(GO) vet $(PKGS)

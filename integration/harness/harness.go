@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -106,6 +107,9 @@ type Cluster struct {
 	t       testing.TB
 	Members []*Member
 	token   string
+	// Net is the fault proxy on the peer path (Options.PeerProxy), nil
+	// without one.
+	Net *PeerNet
 }
 
 // Member is one cairn process (running or not) with its flags and data.
@@ -114,9 +118,16 @@ type Member struct {
 	Name      string
 	Dir       string // data dir
 	ClientURL string // http://127.0.0.1:port
-	PeerURL   string
-	args      []string
-	logPath   string
+	PeerURL   string // the advertised peer URL: the fault proxy's with Options.PeerProxy
+	// ListenPeerURL is where the member itself listens for peers; the
+	// same as PeerURL unless the cluster has a fault proxy.
+	ListenPeerURL string
+	// ID is the member's ID, learned from its status once the cluster
+	// has a leader (set only with Options.PeerProxy, which needs it).
+	ID      uint64
+	args    []string
+	env     []string
+	logPath string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -130,6 +141,12 @@ type Options struct {
 	Flags []string
 	// Token is the initial cluster token (default: unique per cluster).
 	Token string
+	// Env holds extra environment variables (KEY=VALUE) for every member,
+	// on top of the test process's environment.
+	Env []string
+	// PeerProxy puts a fault proxy in front of each member's peer port
+	// (see PeerNet); the cluster's Net controls it.
+	PeerProxy bool
 }
 
 // NewCluster starts size members and waits until they have a leader.
@@ -141,7 +158,12 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 		token = fmt.Sprintf("test-%d", time.Now().UnixNano())
 	}
 	c := &Cluster{t: t, token: token}
-	ports := FreePorts(t, 2*size)
+	perMember := 2
+	if opts.PeerProxy {
+		perMember = 3
+		c.Net = NewPeerNet()
+	}
+	ports := FreePorts(t, perMember*size)
 	var initial []string
 	for i := range size {
 		name := fmt.Sprintf("m%d", i+1)
@@ -149,8 +171,17 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 			t:         t,
 			Name:      name,
 			Dir:       filepath.Join(t.TempDir(), name),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2*i]),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[2*i+1]),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[perMember*i]),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[perMember*i+1]),
+			env:       opts.Env,
+		}
+		m.ListenPeerURL = m.PeerURL
+		if opts.PeerProxy {
+			m.ListenPeerURL = fmt.Sprintf("http://127.0.0.1:%d", ports[perMember*i+2])
+			if err := c.Net.Listen(name, strings.TrimPrefix(m.PeerURL, "http://"), strings.TrimPrefix(m.ListenPeerURL, "http://")); err != nil {
+				c.Net.Close()
+				t.Fatal(err)
+			}
 		}
 		m.logPath = m.Dir + ".log"
 		initial = append(initial, name+"="+m.PeerURL)
@@ -162,7 +193,7 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 			"--data-dir", m.Dir,
 			"--listen-client-urls", m.ClientURL,
 			"--advertise-client-urls", m.ClientURL,
-			"--listen-peer-urls", m.PeerURL,
+			"--listen-peer-urls", m.ListenPeerURL,
 			"--initial-advertise-peer-urls", m.PeerURL,
 			"--initial-cluster", strings.Join(initial, ","),
 			"--initial-cluster-token", token,
@@ -175,6 +206,9 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 		for _, m := range c.Members {
 			m.kill()
 		}
+		if c.Net != nil {
+			c.Net.Close()
+		}
 		if t.Failed() {
 			for _, m := range c.Members {
 				t.Logf("--- last lines of %s's log (%s):\n%s", m.Name, m.logPath, tail(m.logPath, 40))
@@ -185,6 +219,16 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 		m.Start()
 	}
 	c.WaitLeader()
+	if c.Net != nil {
+		for _, m := range c.Members {
+			WaitFor(t, 10*time.Second, "the ID of "+m.Name, func() bool {
+				st, err := m.Status()
+				m.ID = st.GetHeader().GetMemberId()
+				return err == nil && m.ID != 0
+			})
+			c.Net.SetID(m.Name, m.ID)
+		}
+	}
 	return c
 }
 
@@ -198,6 +242,9 @@ func (c *Cluster) Endpoints() []string {
 	}
 	return eps
 }
+
+// LogPath is the file the member's output goes to.
+func (m *Member) LogPath() string { return m.logPath }
 
 // Addr is the member's client address (host:port).
 func (m *Member) Addr() string { return strings.TrimPrefix(m.ClientURL, "http://") }
@@ -216,6 +263,9 @@ func (m *Member) Start() {
 	}
 	cmd := exec.Command(m.args[0], m.args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(m.env) > 0 {
+		cmd.Env = append(os.Environ(), m.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
 		m.t.Fatalf("start %s: %v", m.Name, err)
@@ -279,6 +329,33 @@ func (m *Member) Stop(timeout time.Duration) error {
 	defer m.mu.Unlock()
 	m.cmd = nil
 	return m.err
+}
+
+// Hook posts to one of the member's test hooks (server/testhooks.go; the
+// member needs CAIRN_TEST_HOOKS=1 in Options.Env), for example
+// Hook("/cairn/test/fsync-delay", "d=50ms"). It goes to the member's own
+// peer port, never through the fault proxy, and fails after timeout.
+func (m *Member) Hook(path, query string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	u := m.ListenPeerURL + path
+	if query != "" {
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("hook %s on %s: %w", path, m.Name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("hook %s on %s: %s: %s", path, m.Name, resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
 }
 
 // Pause freezes the process (SIGSTOP); Resume thaws it.
