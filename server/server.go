@@ -156,7 +156,12 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	}
 
 	s.metrics = newMetrics()
-	s.be, err = backend.Open(filepath.Join(memberDir, "snap", "db"), backend.Options{OnCommit: s.metrics.observeCommit})
+	s.be, err = backend.Open(filepath.Join(memberDir, "snap", "db"), backend.Options{
+		OnCommit: s.metrics.observeCommit,
+		// Nothing buffered can reach the file after a failed commit: stop
+		// the member rather than serve writes that only the WAL holds.
+		OnFailure: func(err error) { s.fail(fmt.Errorf("backend: %w", err)) },
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open backend in %s: %w", cfg.DataDir, err)
 	}

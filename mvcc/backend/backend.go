@@ -60,6 +60,11 @@ type Options struct {
 	// OpenTimeout bounds the wait for bbolt's file lock. Zero means
 	// DefaultOpenTimeout.
 	OpenTimeout time.Duration
+	// OnFailure, when set, is called once, from the committer goroutine,
+	// when a background commit fails. The failure is sticky (every later
+	// Commit and Err report it): the owner should stop taking writes, as
+	// nothing buffered will reach the file any more.
+	OnFailure func(error)
 	// OnCommit, when set, is called after each successful bbolt commit with
 	// its duration (for the server's histogram). It runs on the committing
 	// goroutine and must not call back into the backend.
@@ -571,6 +576,7 @@ func (b *Backend) run() {
 		defer t.Stop()
 		tick = t.C
 	}
+	reported := false
 	for {
 		select {
 		case <-b.stopc:
@@ -579,8 +585,13 @@ func (b *Backend) run() {
 		case <-b.kick:
 		}
 		// A failure is sticky and reported by Err and by every later
-		// Commit; the committer has nothing more to do with it.
-		_ = b.Commit()
+		// Commit; the committer tells the owner once.
+		if err := b.Commit(); err != nil && !reported && !errors.Is(err, ErrClosed) {
+			reported = true
+			if b.opts.OnFailure != nil {
+				b.opts.OnFailure(err)
+			}
+		}
 	}
 }
 

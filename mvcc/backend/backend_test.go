@@ -458,3 +458,44 @@ func TestClosed(t *testing.T) {
 		t.Errorf("Err after close: %v", err)
 	}
 }
+
+// TestCommitFailureIsReported makes a background commit fail (a write to a
+// bucket with no name, which bbolt refuses) and checks that the owner hears
+// of it once, that it is sticky, and that later commits report it too.
+func TestCommitFailureIsReported(t *testing.T) {
+	failures := make(chan error, 10)
+	opts := testOpts()
+	opts.BatchInterval = 5 * time.Millisecond
+	opts.OnFailure = func(err error) { failures <- err }
+	b, err := Open(filepath.Join(t.TempDir(), "db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Put("", []byte("k"), []byte("v"))
+	b.Seal()
+	var first error
+	select {
+	case first = <-failures:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a failed commit was not reported")
+	}
+	if err := b.Err(); err == nil || err.Error() != first.Error() {
+		t.Fatalf("Err() = %v, want the reported failure %v", err, first)
+	}
+	if err := b.Commit(); err == nil {
+		t.Fatal("Commit after a failure succeeded")
+	}
+	b.Append(rk(1), nil)
+	b.Seal()
+	if err := b.ForceCommit(); err == nil {
+		t.Fatal("ForceCommit after a failure succeeded")
+	}
+	if err := b.Close(); err == nil {
+		t.Fatal("Close of a failed backend reported no error")
+	}
+	select {
+	case err := <-failures:
+		t.Fatalf("failure reported twice: %v", err)
+	default:
+	}
+}
