@@ -24,7 +24,11 @@ func (n *Node) applyLoop() {
 				continue
 			}
 			if err := n.apply(t); err != nil {
-				n.fatal(err)
+				if errors.Is(err, ErrRemoved) {
+					n.stopWith(err)
+				} else {
+					n.fatal(err)
+				}
 				return
 			}
 		case <-n.stopc:
@@ -37,8 +41,29 @@ func (n *Node) apply(t applyTask) error {
 	if len(t.entries) == 0 {
 		return nil
 	}
+	confs := t.confs
+	removed := false
 	for _, e := range t.entries {
 		idx := e.GetIndex()
+		if term := e.GetTerm(); term > n.appliedTerm {
+			// Every entry of an earlier term that will ever commit came
+			// before this one: proposals of those terms still waiting lost.
+			n.waits.FailBefore(term, ErrLeaderChanged)
+			n.appliedTerm = term
+		}
+		if isConfChange(e) {
+			d := confs[0]
+			confs = confs[1:]
+			if idx <= n.smApplied {
+				continue
+			}
+			v := n.sm.ApplyConfChange(idx, e.GetTerm(), d.cc, d.rejected)
+			n.waits.Trigger(d.id, result{value: v})
+			if d.rejected == nil && d.cc.Type == raftpb.ConfChangeRemoveNode && d.cc.NodeID == n.cfg.ID {
+				removed = true
+			}
+			continue
+		}
 		if idx <= n.smApplied || e.GetType() != raftpb.EntryNormal {
 			continue
 		}
@@ -56,6 +81,9 @@ func (n *Node) apply(t applyTask) error {
 	last := t.entries[len(t.entries)-1].GetIndex()
 	if t.confState != nil {
 		n.confState = t.confState
+	}
+	if removed {
+		return n.removeSelf(last)
 	}
 	n.applied.Store(max(last, n.applied.Load()))
 	n.notifyApplied()

@@ -6,13 +6,19 @@ import (
 	"log/slog"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/cairnkv/cairn/raftnode/transport"
 )
 
-// Peer is one member of the initial cluster.
+// Peer is one member of the cluster as this member knows it at start.
 type Peer struct {
 	ID   uint64
 	URLs []string // peer URLs, e.g. http://127.0.0.1:2380
+	// Context describes the member to the state machine: a new log's
+	// bootstrap conf change for this peer carries it, and
+	// StateMachine.ApplyConfChange receives it as ConfChange.Context.
+	Context []byte
 }
 
 // Config configures a Node. Zero values take the defaults noted on each field.
@@ -20,9 +26,23 @@ type Config struct {
 	// ID is this member's raft ID; ClusterID identifies the cluster. Both are
 	// written into the WAL at creation and checked on every restart.
 	ID, ClusterID uint64
-	// Peers is the initial cluster, this member included. It is used to
-	// bootstrap a new log and to reach peers after a restart.
+	// Peers are the cluster's members as known at start, this member
+	// included unless it is joining: the initial cluster of a new log, which
+	// bootstraps it, or the last membership the state machine recorded. The
+	// transport reaches them until membership changes say otherwise.
 	Peers []Peer
+	// Join means the member joins a running cluster: its log starts empty,
+	// is never bootstrapped, and fills from the leader's log or snapshot.
+	Join bool
+	// Removed lists members removed from the cluster: the transport refuses
+	// their messages.
+	Removed []uint64
+	// CheckConfChange, if set, vets each committed membership change before
+	// raft applies it; a non-nil error refuses the change (see membership.go).
+	// It runs on the raft loop and must depend only on its arguments, cs
+	// being the membership raft has just before the change, so that every
+	// member and every replay decide alike.
+	CheckConfChange func(cs *raftpb.ConfState, cc ConfChange) error
 	// Dir is the member directory; the log lives in Dir/wal and snapshot
 	// markers and incoming snapshot data in Dir/snap.
 	Dir string
@@ -107,7 +127,7 @@ func (c *Config) validate() error {
 			self = true
 		}
 	}
-	if !self {
+	if !self && !c.Join {
 		return fmt.Errorf("raftnode: config: member %x is not in Peers", c.ID)
 	}
 	return nil

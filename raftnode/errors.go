@@ -20,4 +20,17 @@ var (
 	ErrTooLarge = errors.New("raftnode: proposal too large")
 	// ErrClusterMismatch means the data dir belongs to another member or cluster.
 	ErrClusterMismatch = errors.New("raftnode: data dir belongs to another member or cluster")
+	// ErrNotLeader is returned by ProposeConfChange on a member that is not
+	// the leader; nothing was proposed.
+	ErrNotLeader = errors.New("raftnode: not the leader")
+	// ErrRemoved means this member was removed from the cluster: it applied
+	// its own removal, or a peer refused it as a removed member. The node
+	// stops; the member must not come back with this data.
+	ErrRemoved = errors.New("raftnode: this member was removed from the cluster")
+	// ErrConfChangeRefused means raft cannot make a committed membership
+	// change (for example, removing the last voter); it was not applied.
+	ErrConfChangeRefused = errors.New("raftnode: membership change refused")
+	// ErrConfChangeUnsupported means a committed conf change has a form
+	// cairn does not propose (several steps, or joint consensus).
+	ErrConfChangeUnsupported = errors.New("raftnode: unsupported membership change")
 )

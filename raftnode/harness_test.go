@@ -30,6 +30,7 @@ type logSM struct {
 	mu       sync.Mutex
 	applied  uint64
 	entries  []string
+	confs    []string // membership changes applied in this process
 	restores int
 	durable  uint64
 }
@@ -72,6 +73,29 @@ func (s *logSM) Apply(index, term uint64, data []byte) any {
 	s.applied = index
 	s.entries = append(s.entries, string(data))
 	return len(s.entries)
+}
+
+// ApplyConfChange records membership changes apart from the entries, so
+// that tests about payloads need not account for the bootstrap changes.
+func (s *logSM) ApplyConfChange(index, term uint64, cc ConfChange, rejected error) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if index <= s.applied {
+		panic(fmt.Sprintf("entry %d applied twice (state machine at %d)", index, s.applied))
+	}
+	s.applied = index
+	if rejected != nil {
+		s.confs = append(s.confs, fmt.Sprintf("%d refused %s: %v", index, cc, rejected))
+		return rejected
+	}
+	s.confs = append(s.confs, fmt.Sprintf("%d %s", index, cc))
+	return nil
+}
+
+func (s *logSM) confLog() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.confs)
 }
 
 func (s *logSM) image() smImage {
@@ -136,6 +160,7 @@ type member struct {
 	node *Node
 	sm   *logSM
 	done chan struct{} // closed when srv.Serve returns
+	join bool          // started with Config.Join: it joined a running cluster
 }
 
 type cluster struct {
@@ -200,6 +225,7 @@ func (c *cluster) startMember(m *member, ln net.Listener) {
 		WALSegmentSize:         1 << 20,
 		Logger:                 slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Faults:                 c.faults,
+		Join:                   m.join,
 	}
 	if testing.Verbose() {
 		cfg.Logger = slog.Default()
@@ -233,7 +259,7 @@ func (c *cluster) stopMember(m *member) {
 		c.t.Errorf("close peer server of %d: %v", m.id, err)
 	}
 	<-m.done
-	if err := m.node.Stop(); err != nil {
+	if err := m.node.Stop(); err != nil && !errors.Is(err, ErrRemoved) {
 		c.t.Errorf("stop member %d: %v", m.id, err)
 	}
 	m.node = nil
@@ -246,6 +272,24 @@ func (c *cluster) stopAll() {
 }
 
 func (c *cluster) member(id uint64) *member { return c.members[id-1] }
+
+// newMember makes (without starting it) a member that will join the
+// running cluster; its addition must be proposed before startMember. Every
+// member's Peers include it from now on, for restarts.
+func (c *cluster) newMember() *member {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatalf("listen: %v", err)
+	}
+	m := &member{id: uint64(len(c.members) + 1), dir: c.t.TempDir(), addr: ln.Addr().String(), join: true}
+	if err := ln.Close(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.members = append(c.members, m)
+	c.peers = append(c.peers, Peer{ID: m.id, URLs: []string{"http://" + m.addr}})
+	return m
+}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {

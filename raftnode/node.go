@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cairnkv/cairn/raftnode/transport"
 	"github.com/cairnkv/cairn/wal"
@@ -59,18 +61,31 @@ type Node struct {
 	appliedc chan struct{}
 	reads    readQueue
 
+	// confView is the membership as raft has it after the last conf change
+	// handed off, and confProposed the IDs of conf changes proposed since
+	// the last Ready; both owned by the raft loop.
+	confView     *raftpb.ConfState
+	confProposed []uint64
+
 	// Owned by the apply goroutine (and by the raft loop while the apply
 	// goroutine is parked at a barrier during a snapshot install).
-	smApplied uint64 // entries at or below this are already in the state machine
-	snapIndex uint64 // index of the latest snapshot marker
-	confState *raftpb.ConfState
+	smApplied   uint64 // entries at or below this are already in the state machine
+	snapIndex   uint64 // index of the latest snapshot marker
+	confState   *raftpb.ConfState
+	appliedTerm uint64 // term of the last entry applied
+
+	progressc   chan chan map[uint64]Progress
+	transferc   chan uint64
+	peerUpdates chan peerUpdate
+
+	leadMu      sync.Mutex
+	leadChanged chan struct{} // closed and replaced at every leader change
 
 	// Shared state, readable from any goroutine.
 	lead          atomic.Uint64
 	term          atomic.Uint64
 	committed     atomic.Uint64
 	applied       atomic.Uint64
-	leaderEpoch   atomic.Uint64
 	isLeader      atomic.Bool
 	leaderChanges atomic.Uint64
 	failedProps   atomic.Uint64
@@ -87,7 +102,9 @@ type Node struct {
 
 type proposal struct {
 	id   uint64
-	data []byte // request ID followed by the payload
+	data []byte                // request ID followed by the payload
+	conf *raftpb.ConfChangeV2  // set instead of data for a membership change
+	ch   chan result           // where the result goes; room for one
 }
 
 type peerReport struct {
@@ -100,6 +117,7 @@ type peerReport struct {
 // barrier that the raft loop uses to wait until the goroutine is idle.
 type applyTask struct {
 	entries   []*raftpb.Entry
+	confs     []confDecision    // the batch's conf changes, in log order, as the raft loop decided them
 	confState *raftpb.ConfState // membership after this batch's conf changes
 	barrier   chan struct{}
 }
@@ -127,8 +145,12 @@ func Start(cfg Config) (*Node, error) {
 		readStatec: make(chan raft.ReadState, 64),
 		applyc:     make(chan applyTask, 256),
 		appliedc:   make(chan struct{}, 1),
-		stopc:      make(chan struct{}),
-		confState:  &raftpb.ConfState{},
+		stopc:       make(chan struct{}),
+		confState:   &raftpb.ConfState{},
+		progressc:   make(chan chan map[uint64]Progress),
+		transferc:   make(chan uint64, 1),
+		peerUpdates: make(chan peerUpdate, 64),
+		leadChanged: make(chan struct{}),
 	}
 	n.reads.init()
 	if err := os.MkdirAll(n.snaps.dir, 0o700); err != nil {
@@ -149,16 +171,27 @@ func Start(cfg Config) (*Node, error) {
 		MaxUncommittedEntriesSize: 1 << 30,
 		CheckQuorum:               true,
 		PreVote:                   true,
-		Logger:                    raftLogger{n.log},
+		// A leader that applies its own removal must not go on leading a
+		// group it is no longer part of.
+		StepDownOnRemoval: true,
+		Logger:            raftLogger{n.log},
 	}
 	rn, err := raft.NewRawNode(rcfg)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("raftnode: start raft: %w", err), n.wal.Close())
 	}
+	n.confView = proto.Clone(n.confState).(*raftpb.ConfState)
+	if bootstrap && cfg.Join {
+		// A member joining a running cluster learns the membership from
+		// the leader's log or snapshot; it must never make up its own.
+		bootstrap = false
+	}
 	if bootstrap {
 		peers := make([]raft.Peer, len(cfg.Peers))
 		for i, p := range cfg.Peers {
-			peers[i] = raft.Peer{ID: p.ID}
+			// The bootstrap conf changes carry a zero request ID: nobody
+			// waits for them.
+			peers[i] = raft.Peer{ID: p.ID, Context: encodeConfContext(0, p.URLs, p.Context)}
 		}
 		if err := rn.Bootstrap(peers); err != nil {
 			return nil, errors.Join(fmt.Errorf("raftnode: bootstrap: %w", err), n.wal.Close())
@@ -175,6 +208,7 @@ func Start(cfg Config) (*Node, error) {
 		Snapshots: peerSide{n},
 		Logger:    n.log,
 		Faults:    cfg.Faults,
+		OnRemoved: n.removedByPeer,
 		// A peer that acknowledges nothing for two election timeouts is
 		// cut off; redialing then finds it as soon as the network heals.
 		WriteTimeout: max(2*cfg.TickInterval*time.Duration(cfg.ElectionTicks), time.Second),
@@ -183,17 +217,21 @@ func Start(cfg Config) (*Node, error) {
 		return nil, errors.Join(fmt.Errorf("raftnode: start transport: %w", err), n.wal.Close())
 	}
 	n.tr = tr
+	for _, id := range cfg.Removed {
+		tr.MarkRemoved(id)
+	}
 	for _, p := range cfg.Peers {
-		if p.ID != cfg.ID {
+		if p.ID != cfg.ID && !slices.Contains(cfg.Removed, p.ID) {
 			tr.AddPeer(p.ID, p.URLs)
 		}
 	}
 
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.raftLoop()
 	go n.applyLoop()
 	go n.readLoop()
-	n.log.Info("raft member started", "bootstrap", bootstrap, "snapshot-index", n.snapIndex,
+	go n.peerLoop()
+	n.log.Info("raft member started", "bootstrap", bootstrap, "join", cfg.Join, "snapshot-index", n.snapIndex,
 		"applied-index", n.applied.Load(), "peers", len(cfg.Peers))
 	return n, nil
 }
@@ -293,29 +331,40 @@ func (n *Node) Propose(ctx context.Context, data []byte) (any, error) {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), n.cfg.MaxProposalBytes)
 	}
 	id := n.ids.Next()
-	buf := make([]byte, requestIDSize+len(data))
-	binary.BigEndian.PutUint64(buf, id)
-	copy(buf[requestIDSize:], data)
-	ch := n.waits.Register(id, n.leaderEpoch.Load())
+	return n.proposeAndWait(ctx, proposal{id: id, data: withRequestID(id, data)})
+}
+
+// proposeAndWait hands p to the raft loop, which registers it in the wait
+// registry and proposes it, and waits for its result. A caller that gives
+// up before the raft loop took the proposal leaves a registration behind;
+// it goes when the entry applies or its term is over.
+func (n *Node) proposeAndWait(ctx context.Context, p proposal) (any, error) {
+	p.ch = make(chan result, 1)
 	select {
-	case n.propc <- proposal{id: id, data: buf}:
+	case n.propc <- p:
 	case <-ctx.Done():
-		n.waits.Cancel(id)
 		return nil, ctx.Err()
 	case <-n.stopc:
-		n.waits.Cancel(id)
 		return nil, n.stoppedErr()
 	}
 	select {
-	case r := <-ch:
+	case r := <-p.ch:
 		return r.value, r.err
 	case <-ctx.Done():
-		n.waits.Cancel(id)
+		n.waits.Cancel(p.id)
 		return nil, ctx.Err()
 	case <-n.stopc:
-		n.waits.Cancel(id)
+		n.waits.Cancel(p.id)
 		return nil, n.stoppedErr()
 	}
+}
+
+// withRequestID prefixes payload with the 8-byte request ID.
+func withRequestID(id uint64, payload []byte) []byte {
+	buf := make([]byte, requestIDSize+len(payload))
+	binary.BigEndian.PutUint64(buf, id)
+	copy(buf[requestIDSize:], payload)
+	return buf
 }
 
 // Status is a point-in-time view of the member's raft state.
@@ -356,6 +405,17 @@ func (n *Node) Term() uint64 { return n.term.Load() }
 // Leader is the leader's ID as this member knows it, or 0.
 func (n *Node) Leader() uint64 { return n.lead.Load() }
 
+// ID is this member's raft ID.
+func (n *Node) ID() uint64 { return n.cfg.ID }
+
+// LeaderChanged returns a channel that is closed the next time the leader
+// this member knows changes (including to and from none).
+func (n *Node) LeaderChanged() <-chan struct{} {
+	n.leadMu.Lock()
+	defer n.leadMu.Unlock()
+	return n.leadChanged
+}
+
 // Done is closed when the node stops, by Stop or by a fatal error (see Err).
 func (n *Node) Done() <-chan struct{} { return n.stopc }
 
@@ -393,13 +453,29 @@ func (n *Node) signalStop() { n.stopOnce.Do(func() { close(n.stopc) }) }
 // fatal records err and stops the node's goroutines: after a failed WAL
 // write or state-machine sync nothing more may be acknowledged.
 func (n *Node) fatal(err error) {
+	if errors.Is(err, ErrRemoved) {
+		n.stopWith(err)
+		return
+	}
+	n.log.Error("raft member stopping on a fatal error", "err", err)
+	n.setErr(err)
+	n.signalStop()
+}
+
+// stopWith stops the node because it was removed from the cluster: not a
+// failure, but Err reports it.
+func (n *Node) stopWith(err error) {
+	n.log.Warn("raft member stopping: it was removed from the cluster", "err", err)
+	n.setErr(err)
+	n.signalStop()
+}
+
+func (n *Node) setErr(err error) {
 	n.errMu.Lock()
 	if n.err == nil {
 		n.err = err
 	}
 	n.errMu.Unlock()
-	n.log.Error("raft member stopping on a fatal error", "err", err)
-	n.signalStop()
 }
 
 // raftLoop is the only goroutine that touches the RawNode. Each turn it takes
@@ -440,6 +516,10 @@ func (n *Node) raftLoop() {
 			n.rn.ReadIndex(rctx)
 		case r := <-n.reportc:
 			n.report(r)
+		case reply := <-n.progressc:
+			reply <- n.progress()
+		case to := <-n.transferc:
+			n.rn.TransferLeader(to)
 		case <-n.stopc:
 			return
 		}
@@ -464,8 +544,24 @@ func (n *Node) drainInputs() {
 	}
 }
 
+// propose registers p's waiter under the current term and hands p to raft.
 func (n *Node) propose(p proposal) {
-	if err := n.rn.Propose(p.data); err != nil {
+	n.waits.Register(p.id, n.term.Load(), p.ch)
+	var err error
+	switch {
+	case p.conf == nil:
+		err = n.rn.Propose(p.data)
+	case !n.isLeader.Load():
+		// Only the leader can tell whether raft took a membership change
+		// (see checkConfProposals); the caller forwards it there.
+		n.waits.Trigger(p.id, result{err: ErrNotLeader})
+		return
+	default:
+		if err = n.rn.ProposeConfChange(p.conf); err == nil {
+			n.confProposed = append(n.confProposed, p.id)
+		}
+	}
+	if err != nil {
 		n.failedProps.Add(1)
 		n.waits.Trigger(p.id, result{err: fmt.Errorf("%w: %w", ErrProposalDropped, err)})
 	}
@@ -544,6 +640,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			return fmt.Errorf("raftnode: append to raft storage: %w", err)
 		}
 	}
+	if len(n.confProposed) > 0 {
+		n.checkConfProposals(rd.Entries)
+	}
 	if !leader {
 		// A follower's answers (append acks, votes) promise what is now on disk.
 		n.tr.Send(rd.Messages)
@@ -557,6 +656,10 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	return nil
 }
 
+// updateLeader records a leader change. Proposals in flight are not failed
+// here: those the new leader holds still commit (a leadership transfer
+// loses none), and the apply goroutine fails the rest once an entry of a
+// later term is applied (see waiter).
 func (n *Node) updateLeader(ss *raft.SoftState) {
 	n.isLeader.Store(ss.RaftState == raft.StateLeader)
 	old := n.lead.Swap(ss.Lead)
@@ -564,42 +667,36 @@ func (n *Node) updateLeader(ss *raft.SoftState) {
 		return
 	}
 	n.leaderChanges.Add(1)
-	epoch := n.leaderEpoch.Add(1)
+	n.leadMu.Lock()
+	close(n.leadChanged)
+	n.leadChanged = make(chan struct{})
+	n.leadMu.Unlock()
 	n.log.Info("leader changed", "from", fmt.Sprintf("%x", old), "to", fmt.Sprintf("%x", ss.Lead),
 		"state", ss.RaftState.String())
-	if old != 0 {
-		// Proposals forwarded to the old leader may be lost without a trace;
-		// tell their callers now rather than at their deadline.
-		n.waits.FailBefore(epoch, ErrLeaderChanged)
-	}
 }
 
-// handOff applies configuration changes to raft (which must see them on the
-// raft loop) and queues the batch for the apply goroutine.
+// handOff decides and applies configuration changes to raft (which must
+// see them on the raft loop, in log order) and queues the batch for the
+// apply goroutine.
 func (n *Node) handOff(ents []*raftpb.Entry) error {
 	var cs *raftpb.ConfState
+	var confs []confDecision
 	for _, e := range ents {
-		var cc raftpb.ConfChangeI
-		switch e.GetType() {
-		case raftpb.EntryConfChange:
-			var c raftpb.ConfChange
-			if err := unmarshal(e.GetData(), &c); err != nil {
-				return fmt.Errorf("raftnode: decode conf change at %d: %w", e.GetIndex(), err)
-			}
-			cc = &c
-		case raftpb.EntryConfChangeV2:
-			var c raftpb.ConfChangeV2
-			if err := unmarshal(e.GetData(), &c); err != nil {
-				return fmt.Errorf("raftnode: decode conf change at %d: %w", e.GetIndex(), err)
-			}
-			cc = &c
-		default:
+		if !isConfChange(e) {
 			continue
 		}
-		cs = n.rn.ApplyConfChange(cc)
+		d := n.decideConfChange(e)
+		confs = append(confs, d)
+		if d.rejected == nil {
+			cs = n.rn.ApplyConfChange(d.v2)
+			n.confView = cs
+			n.followConfChange(d.cc)
+		} else {
+			n.log.Warn("membership change refused", "index", e.GetIndex(), "change", d.cc.String(), "err", d.rejected)
+		}
 	}
 	select {
-	case n.applyc <- applyTask{entries: ents, confState: cs}:
+	case n.applyc <- applyTask{entries: ents, confs: confs, confState: cs}:
 		return nil
 	case <-n.stopc:
 		return ErrStopped
@@ -648,6 +745,7 @@ func (n *Node) installSnapshot(s *raftpb.Snapshot) error {
 	n.smApplied = smApplied
 	n.snapIndex = meta.GetIndex()
 	n.confState = meta.GetConfState()
+	n.confView = proto.Clone(n.confState).(*raftpb.ConfState)
 	n.applied.Store(max(smApplied, n.snapIndex))
 	n.notifyApplied()
 	if err := n.snaps.purge(meta.GetIndex()); err != nil {

@@ -4,7 +4,7 @@ import "io"
 
 // StateMachine is the replicated application that committed entries drive.
 //
-// Concurrency: Apply, Sync, Restore and AppliedIndex are called from a single
+// Concurrency: Apply, ApplyConfChange, Sync, Restore and AppliedIndex are called from a single
 // goroutine at a time (the node's apply goroutine, or its raft loop while the
 // apply goroutine is idle), never concurrently with each other. WriteSnapshot
 // may run on another goroutine (the peer transport) concurrently with Apply.
@@ -21,6 +21,13 @@ type StateMachine interface {
 	// waiting on this member; it is dropped otherwise. Apply must record index
 	// as its consistent index in the same durable step as its effects.
 	Apply(index, term uint64, data []byte) any
+
+	// ApplyConfChange applies the committed membership change at index, in
+	// log order with Apply and under the same rules (consistent index, each
+	// once). rejected is non-nil when the change was refused (see
+	// Config.CheckConfChange): the membership must then stay as it is. The
+	// returned value goes to the proposer, as with Apply.
+	ApplyConfChange(index, term uint64, cc ConfChange, rejected error) any
 
 	// Sync makes every applied entry durable. raftnode calls it before it
 	// writes a snapshot marker, after which log entries up to that index may

@@ -21,12 +21,14 @@ type waitShard struct {
 	m  map[uint64]waiter
 }
 
-// waiter is one blocked proposer. epoch is the node's leader epoch when the
-// proposal was registered, so a leader change fails only the proposals that
-// were in flight under the old leader.
+// waiter is one blocked proposer. term is the raft term in which the raft
+// loop handed the proposal to raft: once this member applies an entry of a
+// later term, an entry proposed in an earlier term that has not been applied
+// never will be (every entry that can still commit precedes the new term's
+// first entry), so the waiter fails instead of waiting for its deadline.
 type waiter struct {
-	ch    chan result
-	epoch uint64
+	ch   chan result
+	term uint64
 }
 
 func newWaitRegistry() *waitRegistry {
@@ -39,18 +41,16 @@ func newWaitRegistry() *waitRegistry {
 
 func (w *waitRegistry) shard(id uint64) *waitShard { return &w.shards[id%uint64(len(w.shards))] }
 
-// Register returns the channel on which id's result will be delivered.
-// Registering an ID twice is a bug in the ID generator.
-func (w *waitRegistry) Register(id, epoch uint64) <-chan result {
+// Register arranges for id's result to be delivered on ch (which must have
+// room for one value). Registering an ID twice is a bug in the ID generator.
+func (w *waitRegistry) Register(id, term uint64, ch chan result) {
 	s := w.shard(id)
-	ch := make(chan result, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.m[id]; dup {
 		panic("raftnode: duplicate request ID registered")
 	}
-	s.m[id] = waiter{ch: ch, epoch: epoch}
-	return ch
+	s.m[id] = waiter{ch: ch, term: term}
 }
 
 // Trigger delivers r to id's waiter, if any, and forgets id.
@@ -73,14 +73,14 @@ func (w *waitRegistry) Cancel(id uint64) {
 	s.mu.Unlock()
 }
 
-// FailBefore delivers err to every waiter registered in an epoch before
-// epoch, and forgets them.
-func (w *waitRegistry) FailBefore(epoch uint64, err error) {
+// FailBefore delivers err to every waiter registered in a term before term,
+// and forgets them.
+func (w *waitRegistry) FailBefore(term uint64, err error) {
 	for i := range w.shards {
 		s := &w.shards[i]
 		s.mu.Lock()
 		for id, wt := range s.m {
-			if wt.epoch < epoch {
+			if wt.term < term {
 				wt.ch <- result{err: err}
 				delete(s.m, id)
 			}

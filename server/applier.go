@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	pb "github.com/cairnkv/cairn/api/etcdserverpb"
 	"github.com/cairnkv/cairn/mvcc"
 	"github.com/cairnkv/cairn/mvcc/lease"
+	"github.com/cairnkv/cairn/raftnode"
 )
 
 // applier is the state machine raftnode drives: it decodes each committed
@@ -106,13 +108,31 @@ func (a *applier) Apply(index, term uint64, data []byte) any {
 		}
 		return applyResult{resp: &pb.LeaseCheckpointResponse{Header: &pb.ResponseHeader{Revision: a.store.Rev()}}}
 	case *cairnpb.Request_MemberAttributes:
-		a.members.setAttributes(r.MemberAttributes)
+		if !a.members.setAttributes(r.MemberAttributes) {
+			a.log.Info("attributes of a member not in the cluster ignored", "index", index, "id", formatID(r.MemberAttributes.GetId()))
+		}
 		return applyResult{}
 	case *cairnpb.Request_Alarm:
 		return applyResult{resp: &pb.AlarmResponse{Header: &pb.ResponseHeader{Revision: a.store.Rev()}}}
 	}
 	a.log.Error("log entry with an unknown request skipped", "index", index)
 	return applyResult{err: fmt.Errorf("entry %d: unknown request", index)}
+}
+
+// ApplyConfChange records a committed membership change; a refused one
+// changes nothing but still counts as applied.
+func (a *applier) ApplyConfChange(index, term uint64, cc raftnode.ConfChange, rejected error) any {
+	a.store.SetConsistentIndex(index, term)
+	if rejected != nil {
+		if errors.Is(rejected, raftnode.ErrConfChangeRefused) {
+			// Raft cannot make it: the only such change cairn could
+			// propose is the removal of the last voter.
+			rejected = errNotEnoughStarted
+		}
+		return applyResult{err: rejected}
+	}
+	a.applyConfChange(cc)
+	return applyResult{}
 }
 
 // Sync commits the keyspace's batch, with the consistent index.

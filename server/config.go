@@ -31,6 +31,15 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	ElectionTimeout   time.Duration
 
+	// StrictReconfigCheck refuses membership changes that would leave the
+	// cluster without a quorum of started, connected voters.
+	StrictReconfigCheck bool
+	// AutoPromoteLearners makes the leader promote a learner once it has
+	// caught up (etcd only promotes on request).
+	AutoPromoteLearners bool
+	// MaxLearners bounds the learners in the cluster.
+	MaxLearners int
+
 	QuotaBackendBytes int64
 	MaxRequestBytes   int
 	MaxTxnOps         int
@@ -51,6 +60,7 @@ const (
 	MaxQuotaBackendBytes       = 8 << 30
 	DefaultMaxRequestBytes     = 1572864
 	DefaultMaxTxnOps           = 128
+	DefaultMaxLearners         = 1
 	DefaultClientURL           = "http://127.0.0.1:2379"
 	DefaultPeerURL             = "http://127.0.0.1:2380"
 )
@@ -72,6 +82,9 @@ func NewConfig() Config {
 		ElectionTimeout:          DefaultElectionTimeout,
 		MaxRequestBytes:          DefaultMaxRequestBytes,
 		MaxTxnOps:                DefaultMaxTxnOps,
+		StrictReconfigCheck:      true,
+		AutoPromoteLearners:      true,
+		MaxLearners:              DefaultMaxLearners,
 		LogLevel:                 "info",
 	}
 }
@@ -176,6 +189,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxTxnOps <= 0 {
 		add("--max-txn-ops must be positive")
+	}
+	if c.MaxLearners <= 0 {
+		add("--max-learners must be positive")
 	}
 	if _, err := parseLogLevel(c.LogLevel); err != nil {
 		add("--log-level: %w", err)

@@ -308,13 +308,16 @@ func (s *Server) writePeerAnswer(w http.ResponseWriter, resp proto.Message, err 
 
 // leaderDuties follows this member's leadership: on election it promotes the
 // lease table (refreshing every expiry), on losing it demotes it; while
-// leader it proposes a revoke for each expired lease and the checkpoints due.
+// leader it proposes a revoke for each expired lease and the checkpoints
+// due, and promotes learners that caught up (--auto-promote-learners).
 func (s *Server) leaderDuties() {
 	defer s.wg.Done()
 	leadTick := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer leadTick.Stop()
 	expiryTick := time.NewTicker(lease.PollInterval)
 	defer expiryTick.Stop()
+	promoteTick := time.NewTicker(s.cfg.ElectionTimeout / 2)
+	defer promoteTick.Stop()
 	leader := false
 	for {
 		select {
@@ -341,6 +344,17 @@ func (s *Server) leaderDuties() {
 			}
 			if cps := s.lessor.CheckpointsDue(1000); len(cps) > 0 {
 				s.goPropose(checkpointRequest(cps))
+			}
+		case <-promoteTick.C:
+			if leader && s.cfg.AutoPromoteLearners && s.promoting.CompareAndSwap(false, true) {
+				s.wg.Add(1)
+				go func() {
+					defer s.wg.Done()
+					defer s.promoting.Store(false)
+					ctx, cancel := context.WithTimeout(s.ctx, s.reqTimeout)
+					defer cancel()
+					s.autoPromote(ctx)
+				}()
 			}
 		}
 	}

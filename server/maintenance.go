@@ -33,6 +33,7 @@ func (m *maintenanceService) Status(ctx context.Context, _ *pb.StatusRequest) (*
 		RaftTerm:         st.Term,
 		RaftAppliedIndex: st.AppliedIndex,
 		StorageVersion:   "3.6.0",
+		IsLearner:        s.members.isLearner(s.id),
 	}
 	if st.Leader == 0 {
 		resp.Errors = append(resp.Errors, "etcdserver: no leader")
@@ -155,44 +156,8 @@ func (w *snapshotSender) send(blob []byte) error {
 
 var _ io.Writer = (*snapshotSender)(nil)
 
-func (m *maintenanceService) MoveLeader(ctx context.Context, r *pb.MoveLeaderRequest) (*pb.MoveLeaderResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: MoveLeader is not supported yet")
-}
-
 func (m *maintenanceService) Downgrade(ctx context.Context, r *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "cairn: Downgrade is not supported")
-}
-
-// clusterService is etcd's Cluster service; membership changes come with
-// the cluster-operations work.
-type clusterService struct {
-	pb.UnimplementedClusterServer
-	s *Server
-}
-
-func (c *clusterService) MemberList(ctx context.Context, r *pb.MemberListRequest) (*pb.MemberListResponse, error) {
-	if r.GetLinearizable() {
-		if err := c.s.linearizableRead(ctx); err != nil {
-			return nil, err
-		}
-	}
-	return &pb.MemberListResponse{Header: c.s.header(c.s.store.Rev()), Members: c.s.members.list()}, nil
-}
-
-func (c *clusterService) MemberAdd(context.Context, *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: MemberAdd is not supported yet")
-}
-
-func (c *clusterService) MemberRemove(context.Context, *pb.MemberRemoveRequest) (*pb.MemberRemoveResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: MemberRemove is not supported yet")
-}
-
-func (c *clusterService) MemberUpdate(context.Context, *pb.MemberUpdateRequest) (*pb.MemberUpdateResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: MemberUpdate is not supported yet")
-}
-
-func (c *clusterService) MemberPromote(context.Context, *pb.MemberPromoteRequest) (*pb.MemberPromoteResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "cairn: MemberPromote is not supported yet")
 }
 
 // authService answers AuthStatus (authentication is off) and refuses the

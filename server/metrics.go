@@ -108,15 +108,30 @@ func (m *metrics) countRequest(method string, err error) {
 	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
 }
 
-// unaryInterceptor counts requests by method and code.
+// unaryInterceptor refuses what a learner does not serve and counts
+// requests by method and code.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	resp, err := handler(ctx, req)
+	var resp any
+	var err error
+	if s.members.isLearner(s.id) && !learnerAllowed(req) {
+		err = errLearnerRPC
+	} else {
+		resp, err = handler(ctx, req)
+	}
 	s.metrics.countRequest(info.FullMethod, err)
 	return resp, err
 }
 
+// snapshotMethod is the one stream a learner serves.
+const snapshotMethod = "/etcdserverpb.Maintenance/Snapshot"
+
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	err := handler(srv, ss)
+	var err error
+	if s.members.isLearner(s.id) && info.FullMethod != snapshotMethod {
+		err = errLearnerRPC
+	} else {
+		err = handler(srv, ss)
+	}
 	s.metrics.countRequest(info.FullMethod, err)
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -66,6 +67,10 @@ type Server struct {
 	peerClient *http.Client
 	hooks      *testHooks // nil unless CAIRN_TEST_HOOKS=1
 
+	memberOps   sync.Mutex  // one membership change at a time (on the leader)
+	promoting   atomic.Bool // an automatic promotion is running
+	removedFile string      // written once this member learns it was removed
+
 	// ctx ends when Stop begins; background work derives from it.
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -84,10 +89,6 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	initial, err := cfg.initialMembers()
-	if err != nil {
-		return nil, err
-	}
 	s = &Server{
 		cfg:        cfg,
 		log:        log,
@@ -102,22 +103,6 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	if s.quota == 0 {
 		s.quota = DefaultQuotaBackendBytes
 	}
-	var peers []raftnode.Peer
-	var memberInfo []*pb.Member
-	var ids []uint64
-	for _, m := range initial {
-		id := memberID(m.PeerURLs, cfg.InitialClusterToken)
-		ids = append(ids, id)
-		peers = append(peers, raftnode.Peer{ID: id, URLs: m.PeerURLs})
-		info := &pb.Member{ID: id, Name: m.Name, PeerURLs: m.PeerURLs}
-		if m.Name == cfg.Name {
-			s.id = id
-			info.ClientURLs = cfg.AdvertiseClientURLs
-		}
-		memberInfo = append(memberInfo, info)
-	}
-	s.clusterID = clusterID(ids)
-	s.log = log.With("member", fmt.Sprintf("%x", s.id))
 
 	// Undo whatever was started if a later step fails.
 	var cleanup []func() error
@@ -149,11 +134,13 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	if err := prepareDataDir(cfg.DataDir, memberDir); err != nil {
 		return nil, err
 	}
-	if cfg.InitialClusterState == "existing" {
-		if _, err := os.Stat(filepath.Join(memberDir, "wal")); err != nil {
-			return nil, fmt.Errorf("--initial-cluster-state existing: %s has no log to restart from; adding a member to a running cluster is not supported yet", cfg.DataDir)
-		}
+	s.removedFile = filepath.Join(memberDir, removedFileName)
+	ident, err := s.identify(memberDir)
+	if err != nil {
+		return nil, err
 	}
+	s.id, s.clusterID = ident.id, ident.clusterID
+	s.log = log.With("member", fmt.Sprintf("%x", s.id))
 
 	s.metrics = newMetrics()
 	s.be, err = backend.Open(filepath.Join(memberDir, "snap", "db"), backend.Options{
@@ -170,8 +157,17 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, s.closeKeyspace)
-	if s.members, err = newMemberTable(s.be, memberInfo); err != nil {
+	if s.members, err = newMemberTable(s.be, ident.seeds); err != nil {
 		return nil, err
+	}
+	if s.members.isRemoved(s.id) {
+		return nil, removedError(s.id, cfg.DataDir)
+	}
+	peers := ident.bootstrap
+	if peers == nil {
+		for _, m := range s.members.list() {
+			peers = append(peers, raftnode.Peer{ID: m.GetID(), URLs: m.GetPeerURLs()})
+		}
 	}
 
 	electionTicks := int(cfg.ElectionTimeout / cfg.HeartbeatInterval)
@@ -180,10 +176,13 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 		beforeSync = s.hooks.beforeSync
 	}
 	s.node, err = raftnode.Start(raftnode.Config{
-		ID:            s.id,
-		ClusterID:     s.clusterID,
-		Peers:         peers,
-		Dir:           memberDir,
+		ID:              s.id,
+		ClusterID:       s.clusterID,
+		Peers:           peers,
+		Join:            ident.join,
+		Removed:         s.members.removedIDs(),
+		CheckConfChange: checkConfChange,
+		Dir:             memberDir,
 		StateMachine:  &applier{store: s.store, lessor: s.lessor, members: s.members, log: s.log},
 		TickInterval:  cfg.HeartbeatInterval,
 		ElectionTicks: electionTicks,
@@ -203,6 +202,7 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	peerMux := http.NewServeMux()
 	peerMux.Handle("/raft/", s.node.Handler())
 	s.registerPeerHandlers(peerMux)
+	s.registerMemberHandlers(peerMux)
 	s.registerTestHooks(peerMux)
 	for _, ln := range peerLns {
 		srv := &http.Server{Handler: peerMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(s.log, "peer http")}
@@ -240,10 +240,15 @@ func Start(cfg Config, log *slog.Logger) (s *Server, err error) {
 	go s.publish()
 	go s.leaderDuties()
 	go func() {
-		// A fatal raft error stops the member.
+		// A fatal raft error stops the member; so does its removal.
 		select {
 		case <-s.node.Done():
-			if err := s.node.Err(); err != nil {
+			err := s.node.Err()
+			if errors.Is(err, raftnode.ErrRemoved) {
+				s.markRemoved(err)
+				err = fmt.Errorf("%w: %w", ErrRemoved, err)
+			}
+			if err != nil {
 				s.fail(err)
 			}
 		case <-s.stopc:
@@ -392,6 +397,11 @@ func (s *Server) fail(err error) {
 func (s *Server) Stop(ctx context.Context) error {
 	var errs []error
 	s.stopOnce.Do(func() {
+		// While everything still runs: a leader hands leadership over, so
+		// the others need not wait out an election timeout for it.
+		hctx, hcancel := context.WithTimeout(ctx, 3*s.cfg.ElectionTimeout)
+		s.handOverLeadership(hctx)
+		hcancel()
 		s.cancel()
 		close(s.stopc)
 		for _, m := range s.clientMuxes {
@@ -418,7 +428,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		if err := s.gatewayConn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("gateway connection: %w", err))
 		}
-		if err := s.node.Stop(); err != nil && !errors.Is(err, raftnode.ErrStopped) {
+		if err := s.node.Stop(); err != nil && !errors.Is(err, raftnode.ErrStopped) && !errors.Is(err, raftnode.ErrRemoved) {
 			errs = append(errs, err)
 		}
 		for _, srv := range s.peerHTTP {

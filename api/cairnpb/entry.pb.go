@@ -294,6 +294,135 @@ func (x *MemberAttributes) GetClientUrls() []string {
 	return nil
 }
 
+// Member is one member of the cluster as the applier records it (the
+// backend's members bucket, keyed by ID): what membership changes made it
+// (peer URLs, learner) and what it published when it started (name, client
+// URLs). Its first three fields are MemberAttributes', which earlier
+// versions stored in the same bucket.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	ClientUrls    []string               `protobuf:"bytes,3,rep,name=client_urls,json=clientUrls,proto3" json:"client_urls,omitempty"`
+	PeerUrls      []string               `protobuf:"bytes,4,rep,name=peer_urls,json=peerUrls,proto3" json:"peer_urls,omitempty"`
+	IsLearner     bool                   `protobuf:"varint,5,opt,name=is_learner,json=isLearner,proto3" json:"is_learner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_cairnpb_entry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_cairnpb_entry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_cairnpb_entry_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetClientUrls() []string {
+	if x != nil {
+		return x.ClientUrls
+	}
+	return nil
+}
+
+func (x *Member) GetPeerUrls() []string {
+	if x != nil {
+		return x.PeerUrls
+	}
+	return nil
+}
+
+func (x *Member) GetIsLearner() bool {
+	if x != nil {
+		return x.IsLearner
+	}
+	return false
+}
+
+// MemberChange is the application's part of a raft membership change (raft
+// carries the member ID and kind of change, raftnode the peer URLs).
+type MemberChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// promote marks the addition of a voter that promotes an existing
+	// learner, as opposed to adding a new member.
+	Promote       bool `protobuf:"varint,1,opt,name=promote,proto3" json:"promote,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberChange) Reset() {
+	*x = MemberChange{}
+	mi := &file_cairnpb_entry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberChange) ProtoMessage() {}
+
+func (x *MemberChange) ProtoReflect() protoreflect.Message {
+	mi := &file_cairnpb_entry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberChange.ProtoReflect.Descriptor instead.
+func (*MemberChange) Descriptor() ([]byte, []int) {
+	return file_cairnpb_entry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MemberChange) GetPromote() bool {
+	if x != nil {
+		return x.Promote
+	}
+	return false
+}
+
 var File_cairnpb_entry_proto protoreflect.FileDescriptor
 
 const file_cairnpb_entry_proto_rawDesc = "" +
@@ -317,7 +446,17 @@ const file_cairnpb_entry_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
 	"\vclient_urls\x18\x03 \x03(\tR\n" +
-	"clientUrlsB&Z$github.com/cairnkv/cairn/api/cairnpbb\x06proto3"
+	"clientUrls\"\x89\x01\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
+	"\vclient_urls\x18\x03 \x03(\tR\n" +
+	"clientUrls\x12\x1b\n" +
+	"\tpeer_urls\x18\x04 \x03(\tR\bpeerUrls\x12\x1d\n" +
+	"\n" +
+	"is_learner\x18\x05 \x01(\bR\tisLearner\"(\n" +
+	"\fMemberChange\x12\x18\n" +
+	"\apromote\x18\x01 \x01(\bR\apromoteB&Z$github.com/cairnkv/cairn/api/cairnpbb\x06proto3"
 
 var (
 	file_cairnpb_entry_proto_rawDescOnce sync.Once
@@ -331,34 +470,36 @@ func file_cairnpb_entry_proto_rawDescGZIP() []byte {
 	return file_cairnpb_entry_proto_rawDescData
 }
 
-var file_cairnpb_entry_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_cairnpb_entry_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_cairnpb_entry_proto_goTypes = []any{
 	(*Request)(nil),                             // 0: cairnpb.Request
 	(*MemberAttributes)(nil),                    // 1: cairnpb.MemberAttributes
-	(*etcdserverpb.PutRequest)(nil),             // 2: etcdserverpb.PutRequest
-	(*etcdserverpb.DeleteRangeRequest)(nil),     // 3: etcdserverpb.DeleteRangeRequest
-	(*etcdserverpb.TxnRequest)(nil),             // 4: etcdserverpb.TxnRequest
-	(*etcdserverpb.CompactionRequest)(nil),      // 5: etcdserverpb.CompactionRequest
-	(*etcdserverpb.LeaseGrantRequest)(nil),      // 6: etcdserverpb.LeaseGrantRequest
-	(*etcdserverpb.LeaseRevokeRequest)(nil),     // 7: etcdserverpb.LeaseRevokeRequest
-	(*etcdserverpb.LeaseCheckpointRequest)(nil), // 8: etcdserverpb.LeaseCheckpointRequest
-	(*etcdserverpb.AlarmRequest)(nil),           // 9: etcdserverpb.AlarmRequest
+	(*Member)(nil),                              // 2: cairnpb.Member
+	(*MemberChange)(nil),                        // 3: cairnpb.MemberChange
+	(*etcdserverpb.PutRequest)(nil),             // 4: etcdserverpb.PutRequest
+	(*etcdserverpb.DeleteRangeRequest)(nil),     // 5: etcdserverpb.DeleteRangeRequest
+	(*etcdserverpb.TxnRequest)(nil),             // 6: etcdserverpb.TxnRequest
+	(*etcdserverpb.CompactionRequest)(nil),      // 7: etcdserverpb.CompactionRequest
+	(*etcdserverpb.LeaseGrantRequest)(nil),      // 8: etcdserverpb.LeaseGrantRequest
+	(*etcdserverpb.LeaseRevokeRequest)(nil),     // 9: etcdserverpb.LeaseRevokeRequest
+	(*etcdserverpb.LeaseCheckpointRequest)(nil), // 10: etcdserverpb.LeaseCheckpointRequest
+	(*etcdserverpb.AlarmRequest)(nil),           // 11: etcdserverpb.AlarmRequest
 }
 var file_cairnpb_entry_proto_depIdxs = []int32{
-	2, // 0: cairnpb.Request.put:type_name -> etcdserverpb.PutRequest
-	3, // 1: cairnpb.Request.delete_range:type_name -> etcdserverpb.DeleteRangeRequest
-	4, // 2: cairnpb.Request.txn:type_name -> etcdserverpb.TxnRequest
-	5, // 3: cairnpb.Request.compaction:type_name -> etcdserverpb.CompactionRequest
-	6, // 4: cairnpb.Request.lease_grant:type_name -> etcdserverpb.LeaseGrantRequest
-	7, // 5: cairnpb.Request.lease_revoke:type_name -> etcdserverpb.LeaseRevokeRequest
-	8, // 6: cairnpb.Request.lease_checkpoint:type_name -> etcdserverpb.LeaseCheckpointRequest
-	9, // 7: cairnpb.Request.alarm:type_name -> etcdserverpb.AlarmRequest
-	1, // 8: cairnpb.Request.member_attributes:type_name -> cairnpb.MemberAttributes
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	4,  // 0: cairnpb.Request.put:type_name -> etcdserverpb.PutRequest
+	5,  // 1: cairnpb.Request.delete_range:type_name -> etcdserverpb.DeleteRangeRequest
+	6,  // 2: cairnpb.Request.txn:type_name -> etcdserverpb.TxnRequest
+	7,  // 3: cairnpb.Request.compaction:type_name -> etcdserverpb.CompactionRequest
+	8,  // 4: cairnpb.Request.lease_grant:type_name -> etcdserverpb.LeaseGrantRequest
+	9,  // 5: cairnpb.Request.lease_revoke:type_name -> etcdserverpb.LeaseRevokeRequest
+	10, // 6: cairnpb.Request.lease_checkpoint:type_name -> etcdserverpb.LeaseCheckpointRequest
+	11, // 7: cairnpb.Request.alarm:type_name -> etcdserverpb.AlarmRequest
+	1,  // 8: cairnpb.Request.member_attributes:type_name -> cairnpb.MemberAttributes
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_cairnpb_entry_proto_init() }
@@ -383,7 +524,7 @@ func file_cairnpb_entry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cairnpb_entry_proto_rawDesc), len(file_cairnpb_entry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

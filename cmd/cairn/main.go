@@ -62,6 +62,15 @@ func run(args []string, env func(string) (string, bool), stdout, stderr io.Write
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if errors.Is(cause, server.ErrRemoved) {
+		// Not a failure: the cluster let this member go. Exiting 0 keeps
+		// a supervisor from restarting it (it would refuse to start).
+		if err := s.Stop(ctx); err != nil {
+			fmt.Fprintf(stderr, "cairn: %s\n", oneLine(err))
+		}
+		fmt.Fprintf(stderr, "cairn: %s\n", oneLine(cause))
+		return 0
+	}
 	if err := errors.Join(cause, s.Stop(ctx)); err != nil {
 		fmt.Fprintf(stderr, "cairn: %s\n", oneLine(err))
 		return 1

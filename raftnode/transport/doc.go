@@ -41,8 +41,9 @@
 //	X-Cairn-To:         <receiver's member ID>
 //
 // The receiver answers 412 Precondition Failed (and logs) if the cluster ID
-// or the target is not its own, 400 if a header is missing or malformed, and
-// 503 once stopped.
+// or the target is not its own, 400 if a header is missing or malformed,
+// 410 Gone if the sender was removed from the cluster (MarkRemoved; the
+// sender's transport then calls Config.OnRemoved), and 503 once stopped.
 //
 // Message stream. The sender dials TCP and writes an HTTP/1.1 upgrade request
 //

@@ -22,6 +22,9 @@ var (
 	// ErrRejected reports a peer that answered a request with an error status
 	// (cluster ID mismatch, wrong target, malformed snapshot, ...).
 	ErrRejected = errors.New("transport: rejected by peer")
+	// ErrRemoved reports a peer that refused us as a member removed from
+	// the cluster (410 Gone).
+	ErrRemoved = errors.New("transport: this member was removed from the cluster")
 )
 
 // Internal reasons for a stream or snapshot attempt to end.

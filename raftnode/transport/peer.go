@@ -196,6 +196,10 @@ func (p *peer) runStream() {
 			if p.ctx.Err() != nil {
 				return
 			}
+			if errors.Is(err, ErrRemoved) && p.t.cfg.OnRemoved != nil {
+				p.log.Warn("peer says this member was removed from the cluster", slog.Any("err", err))
+				p.t.cfg.OnRemoved(p.id)
+			}
 			p.stats.dialFailures.Add(1)
 			p.unreachable("cannot open stream", err)
 			p.rotateURL()
@@ -450,6 +454,9 @@ func (t *Transport) handshake(conn net.Conn, host string, to uint64) (*bufio.Rea
 func rejection(resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
 	resp.Body.Close()
+	if resp.StatusCode == http.StatusGone {
+		return fmt.Errorf("%w: %s: %s", ErrRemoved, resp.Status, strings.TrimSpace(string(msg)))
+	}
 	return fmt.Errorf("%w: %s: %s", ErrRejected, resp.Status, strings.TrimSpace(string(msg)))
 }
 

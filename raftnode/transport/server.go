@@ -64,6 +64,12 @@ func (t *Transport) checkHeaders(w http.ResponseWriter, r *http.Request) (uint64
 	if err != nil || from == 0 || from == t.cfg.ID {
 		return reject(http.StatusBadRequest, "bad "+headerFrom+" header")
 	}
+	t.mu.RLock()
+	removed := t.removed[from]
+	t.mu.RUnlock()
+	if removed {
+		return reject(http.StatusGone, removedMessage, idAttr("from", from))
+	}
 	return from, true
 }
 

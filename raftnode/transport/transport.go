@@ -69,6 +69,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Faults is the test-only fault hook; nil in production.
 	Faults *Faults
+	// OnRemoved, if set, is called (from a peer's sender goroutine) when
+	// peer answers that this member was removed from the cluster.
+	OnRemoved func(peer uint64)
 
 	// DialTimeout bounds opening a connection and its handshake (default 1s).
 	DialTimeout time.Duration
@@ -146,6 +149,7 @@ type Transport struct {
 	stopped  bool
 	peers    map[uint64]*peer
 	inbound  map[uint64]*inStream     // live inbound message stream per sender
+	removed  map[uint64]bool          // members removed from the cluster: refused with 410
 	snapIn   map[*inSnapshot]struct{} // inbound snapshot requests in progress
 	handlers sync.WaitGroup           // inbound handlers registered above
 
@@ -167,6 +171,7 @@ func New(cfg Config) (*Transport, error) {
 		cancel:  cancel,
 		peers:   make(map[uint64]*peer),
 		inbound: make(map[uint64]*inStream),
+		removed: make(map[uint64]bool),
 		snapIn:  make(map[*inSnapshot]struct{}),
 	}
 	// Snapshots use their own client: no proxy from the environment, no idle
@@ -235,6 +240,23 @@ func (t *Transport) RemovePeer(id uint64) {
 	}
 	p.stop()
 	t.log.Info("peer removed", idAttr("peer", id))
+}
+
+// MarkRemoved records that member id was removed from the cluster: its
+// streams and snapshots are refused from now on with 410 Gone (which tells
+// it so) and its open inbound stream is closed. It does not stop sending to
+// id: RemovePeer does that.
+func (t *Transport) MarkRemoved(id uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.removed[id] {
+		return
+	}
+	t.removed[id] = true
+	if in, ok := t.inbound[id]; ok {
+		in.conn.Close()
+	}
+	t.log.Info("peer marked removed", idAttr("peer", id))
 }
 
 // Send queues msgs for their peers and returns without blocking. A message to

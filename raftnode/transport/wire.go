@@ -30,6 +30,10 @@ const (
 	// handshake instead of misreading frames.
 	streamProtocol = "cairn-raft/1"
 
+	// removedMessage is the body of the 410 Gone that refuses a member
+	// removed from the cluster.
+	removedMessage = "the member has been permanently removed from the cluster"
+
 	frameHeaderLen = 4
 	// snapChunkSize is the data chunk the sender emits; maxSnapChunk is what
 	// a receiver accepts.
