@@ -331,5 +331,3 @@ func (n *Node) removeSelf(index uint64) error {
 func (n *Node) removedByPeer(peer uint64) {
 	n.fatal(fmt.Errorf("%w (member %x refuses our messages)", ErrRemoved, peer))
 }
-
-

@@ -102,9 +102,9 @@ type Node struct {
 
 type proposal struct {
 	id   uint64
-	data []byte                // request ID followed by the payload
-	conf *raftpb.ConfChangeV2  // set instead of data for a membership change
-	ch   chan result           // where the result goes; room for one
+	data []byte               // request ID followed by the payload
+	conf *raftpb.ConfChangeV2 // set instead of data for a membership change
+	ch   chan result          // where the result goes; room for one
 }
 
 type peerReport struct {
@@ -131,20 +131,20 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:        cfg,
-		log:        cfg.Logger.With("member", fmt.Sprintf("%x", cfg.ID)),
-		sm:         cfg.StateMachine,
-		storage:    raft.NewMemoryStorage(),
-		snaps:      snapDir{dir: filepath.Join(cfg.Dir, "snap")},
-		waits:      newWaitRegistry(),
-		ids:        newIDGenerator(cfg.ID, time.Now()),
-		propc:      make(chan proposal, 4096),
-		recvc:      make(chan *raftpb.Message, 4096),
-		reportc:    make(chan peerReport, 256),
-		readIndexc: make(chan []byte, 16),
-		readStatec: make(chan raft.ReadState, 64),
-		applyc:     make(chan applyTask, 256),
-		appliedc:   make(chan struct{}, 1),
+		cfg:         cfg,
+		log:         cfg.Logger.With("member", fmt.Sprintf("%x", cfg.ID)),
+		sm:          cfg.StateMachine,
+		storage:     raft.NewMemoryStorage(),
+		snaps:       snapDir{dir: filepath.Join(cfg.Dir, "snap")},
+		waits:       newWaitRegistry(),
+		ids:         newIDGenerator(cfg.ID, time.Now()),
+		propc:       make(chan proposal, 4096),
+		recvc:       make(chan *raftpb.Message, 4096),
+		reportc:     make(chan peerReport, 256),
+		readIndexc:  make(chan []byte, 16),
+		readStatec:  make(chan raft.ReadState, 64),
+		applyc:      make(chan applyTask, 256),
+		appliedc:    make(chan struct{}, 1),
 		stopc:       make(chan struct{}),
 		confState:   &raftpb.ConfState{},
 		progressc:   make(chan chan map[uint64]Progress),
