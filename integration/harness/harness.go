@@ -102,11 +102,13 @@ func moduleDir(path string) (string, error) {
 	return dir, nil
 }
 
-// Cluster is a set of members started together.
+// Cluster is a set of members started together, and those added to it
+// later (NewMember).
 type Cluster struct {
 	t       testing.TB
 	Members []*Member
 	token   string
+	opts    Options
 	// Net is the fault proxy on the peer path (Options.PeerProxy), nil
 	// without one.
 	Net *PeerNet
@@ -124,7 +126,11 @@ type Member struct {
 	ListenPeerURL string
 	// ID is the member's ID, learned from its status once the cluster
 	// has a leader (set only with Options.PeerProxy, which needs it).
-	ID      uint64
+	ID uint64
+	// Removed marks a member taken out of the cluster (Cluster.Forget):
+	// it is left out of the --initial-cluster of members added later and
+	// of the leader checks.
+	Removed bool
 	args    []string
 	env     []string
 	logPath string
@@ -157,49 +163,16 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 	if token == "" {
 		token = fmt.Sprintf("test-%d", time.Now().UnixNano())
 	}
-	c := &Cluster{t: t, token: token}
-	perMember := 2
+	c := &Cluster{t: t, token: token, opts: opts}
 	if opts.PeerProxy {
-		perMember = 3
 		c.Net = NewPeerNet()
 	}
-	ports := FreePorts(t, perMember*size)
-	var initial []string
 	for i := range size {
-		name := fmt.Sprintf("m%d", i+1)
-		m := &Member{
-			t:         t,
-			Name:      name,
-			Dir:       filepath.Join(t.TempDir(), name),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[perMember*i]),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[perMember*i+1]),
-			env:       opts.Env,
-		}
-		m.ListenPeerURL = m.PeerURL
-		if opts.PeerProxy {
-			m.ListenPeerURL = fmt.Sprintf("http://127.0.0.1:%d", ports[perMember*i+2])
-			if err := c.Net.Listen(name, strings.TrimPrefix(m.PeerURL, "http://"), strings.TrimPrefix(m.ListenPeerURL, "http://")); err != nil {
-				c.Net.Close()
-				t.Fatal(err)
-			}
-		}
-		m.logPath = m.Dir + ".log"
-		initial = append(initial, name+"="+m.PeerURL)
-		c.Members = append(c.Members, m)
+		c.Members = append(c.Members, c.newMember(fmt.Sprintf("m%d", i+1)))
 	}
+	initial := c.initialCluster()
 	for _, m := range c.Members {
-		m.args = append([]string{
-			"--name", m.Name,
-			"--data-dir", m.Dir,
-			"--listen-client-urls", m.ClientURL,
-			"--advertise-client-urls", m.ClientURL,
-			"--listen-peer-urls", m.ListenPeerURL,
-			"--initial-advertise-peer-urls", m.PeerURL,
-			"--initial-cluster", strings.Join(initial, ","),
-			"--initial-cluster-token", token,
-			"--heartbeat-interval", "50",
-			"--election-timeout", "500",
-		}, opts.Flags...)
+		m.args = c.memberArgs(m, initial, "new")
 		m.binary(bin)
 	}
 	t.Cleanup(func() {
@@ -232,7 +205,123 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 	return c
 }
 
+// newMember allocates ports, a data dir and (with a fault proxy) the
+// proxy listener of a member; it does not set its flags.
+func (c *Cluster) newMember(name string) *Member {
+	c.t.Helper()
+	perMember := 2
+	if c.opts.PeerProxy {
+		perMember = 3
+	}
+	ports := FreePorts(c.t, perMember)
+	m := &Member{
+		t:         c.t,
+		Name:      name,
+		Dir:       filepath.Join(c.t.TempDir(), name),
+		ClientURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		env:       c.opts.Env,
+	}
+	m.ListenPeerURL = m.PeerURL
+	if c.opts.PeerProxy {
+		m.ListenPeerURL = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+		if err := c.Net.Listen(name, strings.TrimPrefix(m.PeerURL, "http://"), strings.TrimPrefix(m.ListenPeerURL, "http://")); err != nil {
+			c.Net.Close()
+			c.t.Fatal(err)
+		}
+	}
+	m.logPath = m.Dir + ".log"
+	return m
+}
+
+// initialCluster is --initial-cluster for the members not removed.
+func (c *Cluster) initialCluster() string {
+	var parts []string
+	for _, m := range c.Members {
+		if !m.Removed {
+			parts = append(parts, m.Name+"="+m.PeerURL)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func (c *Cluster) memberArgs(m *Member, initial, state string) []string {
+	return append([]string{
+		"--name", m.Name,
+		"--data-dir", m.Dir,
+		"--listen-client-urls", m.ClientURL,
+		"--advertise-client-urls", m.ClientURL,
+		"--listen-peer-urls", m.ListenPeerURL,
+		"--initial-advertise-peer-urls", m.PeerURL,
+		"--initial-cluster", initial,
+		"--initial-cluster-state", state,
+		"--initial-cluster-token", c.token,
+		"--heartbeat-interval", "50",
+		"--election-timeout", "500",
+	}, c.opts.Flags...)
+}
+
+// NewMember prepares a member that joins the running cluster: ports, a data
+// dir, and flags with --initial-cluster-state existing and an
+// --initial-cluster of every member not removed plus itself, as `etcdctl
+// member add` prints them. It is not started, nor added to the cluster's
+// membership: add it (MemberAdd with its PeerURL) and then Start it. extra
+// flags go after the cluster's own.
+func (c *Cluster) NewMember(name string, extra ...string) *Member {
+	c.t.Helper()
+	m := c.newMember(name)
+	c.Members = append(c.Members, m)
+	m.args = append(c.memberArgs(m, c.initialCluster(), "existing"), extra...)
+	m.binary(Binary(c.t))
+	return m
+}
+
+// Forget marks m as removed from the cluster (after MemberRemove): it no
+// longer counts for leader checks or the --initial-cluster of new members.
+// The process is left alone; a removed member exits by itself.
+func (c *Cluster) Forget(m *Member) { m.Removed = true }
+
+// Member returns the member named name, or nil.
+func (c *Cluster) Member(name string) *Member {
+	for _, m := range c.Members {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
 func (m *Member) binary(bin string) { m.args = append([]string{bin}, m.args...) }
+
+// Wait waits up to timeout for the process to exit on its own and returns
+// its exit error (nil for status 0).
+func (m *Member) Wait(timeout time.Duration) error {
+	m.t.Helper()
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("%s is not running", m.Name)
+	}
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		return fmt.Errorf("%s did not exit within %v", m.Name, timeout)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cmd = nil
+	return m.err
+}
+
+// MemberID asks the running member for its ID.
+func (m *Member) MemberID() (uint64, error) {
+	st, err := m.Status()
+	if err != nil {
+		return 0, err
+	}
+	return st.GetHeader().GetMemberId(), nil
+}
 
 // Endpoints returns every member's client address (host:port).
 func (c *Cluster) Endpoints() []string {
@@ -442,7 +531,7 @@ func (c *Cluster) WaitLeader() *Member {
 func (c *Cluster) agreedLeader() *Member {
 	var id uint64
 	for _, m := range c.Members {
-		if !m.Running() {
+		if !m.Running() || m.Removed {
 			continue
 		}
 		st, err := m.Status()
@@ -452,18 +541,18 @@ func (c *Cluster) agreedLeader() *Member {
 		id = st.GetLeader()
 	}
 	for _, m := range c.Members {
-		if st, err := m.Status(); err == nil && m.Running() && st.GetHeader().GetMemberId() == id {
+		if st, err := m.Status(); err == nil && m.Running() && !m.Removed && st.GetHeader().GetMemberId() == id {
 			return m
 		}
 	}
 	return nil
 }
 
-// Running returns the running members.
+// Running returns the running members that are not removed.
 func (c *Cluster) Running() []*Member {
 	var out []*Member
 	for _, m := range c.Members {
-		if m.Running() {
+		if m.Running() && !m.Removed {
 			out = append(out, m)
 		}
 	}
