@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/cairnkv/cairn/raftnode/transport"
 )
 
@@ -31,6 +33,8 @@ type logSM struct {
 	applied  uint64
 	entries  []string
 	confs    []string // membership changes applied in this process
+	members  map[uint64][]string
+	removed  []uint64
 	restores int
 	durable  uint64
 }
@@ -38,6 +42,10 @@ type logSM struct {
 type smImage struct {
 	Applied uint64   `json:"applied"`
 	Entries []string `json:"entries"`
+	// Members maps member IDs to the peer URLs membership changes gave
+	// them; Removed lists removed IDs (the state machine's PeerSource).
+	Members map[uint64][]string `json:"members,omitempty"`
+	Removed []uint64            `json:"removed,omitempty"`
 }
 
 func openLogSM(t testing.TB, path string) *logSM {
@@ -55,6 +63,7 @@ func openLogSM(t testing.TB, path string) *logSM {
 		t.Fatalf("decode state machine file %s: %v", path, err)
 	}
 	sm.applied, sm.entries, sm.durable = img.Applied, img.Entries, img.Applied
+	sm.members, sm.removed = img.Members, img.Removed
 	return sm
 }
 
@@ -89,7 +98,30 @@ func (s *logSM) ApplyConfChange(index, term uint64, cc ConfChange, rejected erro
 		return rejected
 	}
 	s.confs = append(s.confs, fmt.Sprintf("%d %s", index, cc))
+	if s.members == nil {
+		s.members = map[uint64][]string{}
+	}
+	switch cc.Type {
+	case raftpb.ConfChangeRemoveNode:
+		delete(s.members, cc.NodeID)
+		s.removed = append(s.removed, cc.NodeID)
+	default:
+		if len(cc.PeerURLs) > 0 {
+			s.members[cc.NodeID] = slices.Clone(cc.PeerURLs)
+		}
+	}
 	return nil
+}
+
+// Peers makes logSM a PeerSource.
+func (s *logSM) Peers() ([]Peer, []uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var peers []Peer
+	for id, urls := range s.members {
+		peers = append(peers, Peer{ID: id, URLs: slices.Clone(urls)})
+	}
+	return peers, slices.Clone(s.removed)
 }
 
 func (s *logSM) confLog() []string {
@@ -101,7 +133,11 @@ func (s *logSM) confLog() []string {
 func (s *logSM) image() smImage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return smImage{Applied: s.applied, Entries: slices.Clone(s.entries)}
+	members := make(map[uint64][]string, len(s.members))
+	for id, urls := range s.members {
+		members[id] = slices.Clone(urls)
+	}
+	return smImage{Applied: s.applied, Entries: slices.Clone(s.entries), Members: members, Removed: slices.Clone(s.removed)}
 }
 
 func (s *logSM) Sync() error {
@@ -141,6 +177,7 @@ func (s *logSM) Restore(r io.Reader) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.applied, s.entries, s.durable = img.Applied, img.Entries, img.Applied
+	s.members, s.removed = img.Members, img.Removed
 	s.restores++
 	return nil
 }
@@ -161,6 +198,9 @@ type member struct {
 	sm   *logSM
 	done chan struct{} // closed when srv.Serve returns
 	join bool          // started with Config.Join: it joined a running cluster
+	// peers, if set, replaces the cluster's peer list when the member
+	// starts: what a member that was down while membership changed knows.
+	peers []Peer
 }
 
 type cluster struct {
@@ -229,6 +269,9 @@ func (c *cluster) startMember(m *member, ln net.Listener) {
 	}
 	if testing.Verbose() {
 		cfg.Logger = slog.Default()
+	}
+	if m.peers != nil {
+		cfg.Peers = m.peers
 	}
 	if c.tweak != nil {
 		c.tweak(&cfg)

@@ -279,6 +279,25 @@ func (n *Node) followConfChange(cc ConfChange) {
 	}
 }
 
+// syncPeers points the transport at the members a restored state machine
+// names, if it can name them (PeerSource), and away from those it says
+// were removed. Raft loop only, after a snapshot install.
+func (n *Node) syncPeers() {
+	ps, ok := n.sm.(PeerSource)
+	if !ok {
+		return
+	}
+	members, removed := ps.Peers()
+	for _, id := range removed {
+		n.queuePeerUpdate(peerUpdate{id: id, remove: true})
+	}
+	for _, p := range members {
+		if len(p.URLs) > 0 {
+			n.queuePeerUpdate(peerUpdate{id: p.ID, urls: p.URLs})
+		}
+	}
+}
+
 // peerUpdate is a change to the transport's peers, applied in order by the
 // peer goroutine: RemovePeer waits for the peer's goroutines, which must
 // not hold up the raft loop.

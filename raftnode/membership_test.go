@@ -247,3 +247,43 @@ func TestTransferLeadership(t *testing.T) {
 		})
 	}
 }
+
+// A member that was down while the membership changed, and whose log fell
+// behind the leader's snapshot, learns the new members from the snapshot:
+// here the leader is a member it has never heard of.
+func TestSnapshotTeachesNewMembers(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	var seq counter
+	c.waitLeader(c.ids())
+	m3 := c.member(3)
+	m3.peers = slices.Clone(c.peers) // all it will know on restart
+	c.stopMember(m3)
+	up := []uint64{1, 2}
+
+	m4 := c.newMember()
+	c.confChange(up, ConfChange{Type: raftpb.ConfChangeAddNode, NodeID: 4, PeerURLs: []string{"http://" + m4.addr}})
+	c.startMember(m4, nil)
+	up = []uint64{1, 2, 4}
+	c.propose(1, seq.next("p"))
+	c.waitConverged(up, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.member(c.waitLeader(up)).node.TransferLeadership(ctx, 4); err != nil {
+		t.Fatalf("transfer to 4: %v", err)
+	}
+	c.confChange(up, ConfChange{Type: raftpb.ConfChangeRemoveNode, NodeID: 1})
+	up = []uint64{2, 4}
+	// Enough entries for a snapshot and a compaction past everything 3 has.
+	for range 1100 {
+		c.propose(4, seq.next("p"))
+	}
+	c.startMember(m3, nil)
+	all := []uint64{2, 3, 4}
+	got := c.waitConverged(all, 1101)
+	if _, _, restores := m3.sm.snapshotOf(); restores == 0 {
+		t.Fatalf("member 3 caught up (%d entries) without a snapshot: the test did not test", len(got))
+	}
+	if c.waitLeader(all) != 4 {
+		t.Fatalf("leader is not member 4")
+	}
+}

@@ -748,6 +748,7 @@ func (n *Node) installSnapshot(s *raftpb.Snapshot) error {
 	n.confView = proto.Clone(n.confState).(*raftpb.ConfState)
 	n.applied.Store(max(smApplied, n.snapIndex))
 	n.notifyApplied()
+	n.syncPeers()
 	if err := n.snaps.purge(meta.GetIndex()); err != nil {
 		n.log.Warn("purge snapshot files", "err", err)
 	}

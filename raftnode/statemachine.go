@@ -43,3 +43,13 @@ type StateMachine interface {
 	// durable; on error the old state must be intact.
 	Restore(r io.Reader) error
 }
+
+// PeerSource may be implemented by a StateMachine that records the members'
+// peer URLs. After installing a snapshot from the leader, raftnode points
+// the transport at the members it names: the log entries that would have
+// told it of members added or removed meanwhile are gone.
+type PeerSource interface {
+	// Peers returns the members as of the state machine's applied index,
+	// and the IDs of members removed from the cluster.
+	Peers() (members []Peer, removed []uint64)
+}

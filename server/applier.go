@@ -144,6 +144,16 @@ func (a *applier) WriteSnapshot(w io.Writer) error {
 	return err
 }
 
+// Peers lists the members and removed IDs the applier has recorded
+// (raftnode.PeerSource), for the transport after a snapshot install.
+func (a *applier) Peers() ([]raftnode.Peer, []uint64) {
+	var peers []raftnode.Peer
+	for _, m := range a.members.list() {
+		peers = append(peers, raftnode.Peer{ID: m.GetID(), URLs: m.GetPeerURLs()})
+	}
+	return peers, a.members.removedIDs()
+}
+
 // Restore replaces the whole state with a leader's bbolt file.
 func (a *applier) Restore(r io.Reader) error {
 	if err := a.store.Restore(r); err != nil {
