@@ -192,37 +192,11 @@ var errForwardRetry = errors.New("lease call reached a member that is not the le
 // forwardToLeader posts req to the leader's peer endpoint and decodes its
 // answer into resp.
 func (s *Server) forwardToLeader(ctx context.Context, path string, req, resp proto.Message) error {
-	lead := s.node.Leader()
-	if lead == 0 || lead == s.id {
-		return errForwardRetry
-	}
-	m := s.members.get(lead)
-	if m == nil || len(m.GetPeerURLs()) == 0 {
-		return errForwardRetry
-	}
-	body, err := proto.Marshal(req)
+	code, data, err := s.postToLeader(ctx, path, req)
 	if err != nil {
-		return fmt.Errorf("forward %s: %w", path, err)
+		return err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, m.GetPeerURLs()[0]+path, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("forward %s: %w", path, err)
-	}
-	hreq.Header.Set(headerClusterID, formatID(s.clusterID))
-	hreq.Header.Set(headerFrom, formatID(s.id)) // lets a test's fault proxy tell who is calling
-	hresp, err := s.peerClient.Do(hreq)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctxError(ctx, ctx.Err())
-		}
-		return errForwardRetry
-	}
-	defer hresp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(hresp.Body, maxForwardBody))
-	if err != nil {
-		return errForwardRetry
-	}
-	switch hresp.StatusCode {
+	switch code {
 	case http.StatusOK:
 		if err := proto.Unmarshal(data, resp); err != nil {
 			return fmt.Errorf("forward %s: decode answer: %w", path, err)
@@ -233,7 +207,7 @@ func (s *Server) forwardToLeader(ctx context.Context, path string, req, resp pro
 	case http.StatusConflict:
 		return errForwardRetry
 	}
-	return status.Errorf(codes.Unavailable, "etcdserver: leader answered %s: %s", hresp.Status, bytes.TrimSpace(data))
+	return status.Errorf(codes.Unavailable, "etcdserver: leader answered %d: %s", code, bytes.TrimSpace(data))
 }
 
 // registerPeerHandlers adds the leader's side of forwarded lease calls.

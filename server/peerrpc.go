@@ -51,40 +51,51 @@ func leaderOnly[Req, Resp proto.Message](ctx context.Context, s *Server, path st
 	}
 }
 
-// callLeader posts req to path on the leader's peer port and decodes the
-// answer into resp.
-func (s *Server) callLeader(ctx context.Context, path string, req, resp proto.Message) error {
+// postToLeader posts req to path on the leader's peer port and returns the
+// answer's status code and body. errForwardRetry means no leader could be
+// asked (none known, or it did not answer).
+func (s *Server) postToLeader(ctx context.Context, path string, req proto.Message) (int, []byte, error) {
 	lead := s.node.Leader()
 	if lead == 0 || lead == s.id {
-		return errForwardRetry
+		return 0, nil, errForwardRetry
 	}
 	m := s.members.get(lead)
 	if m == nil || len(m.GetPeerURLs()) == 0 {
-		return errForwardRetry
+		return 0, nil, errForwardRetry
 	}
 	body, err := proto.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("forward %s: %w", path, err)
+		return 0, nil, fmt.Errorf("forward %s: %w", path, err)
 	}
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, m.GetPeerURLs()[0]+path, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("forward %s: %w", path, err)
+		return 0, nil, fmt.Errorf("forward %s: %w", path, err)
 	}
 	hreq.Header.Set(headerClusterID, formatID(s.clusterID))
-	hreq.Header.Set(headerFrom, formatID(s.id))
+	hreq.Header.Set(headerFrom, formatID(s.id)) // lets a test's fault proxy tell who is calling
 	hresp, err := s.peerClient.Do(hreq)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctxError(ctx, ctx.Err())
+			return 0, nil, ctxError(ctx, ctx.Err())
 		}
-		return errForwardRetry
+		return 0, nil, errForwardRetry
 	}
 	defer hresp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, maxForwardBody))
 	if err != nil {
-		return errForwardRetry
+		return 0, nil, errForwardRetry
 	}
-	switch hresp.StatusCode {
+	return hresp.StatusCode, data, nil
+}
+
+// callLeader posts req to path on the leader's peer port and decodes the
+// answer into resp.
+func (s *Server) callLeader(ctx context.Context, path string, req, resp proto.Message) error {
+	code, data, err := s.postToLeader(ctx, path, req)
+	if err != nil {
+		return err
+	}
+	switch code {
 	case http.StatusOK:
 		if err := proto.Unmarshal(data, resp); err != nil {
 			return fmt.Errorf("forward %s: decode answer: %w", path, err)
@@ -99,7 +110,7 @@ func (s *Server) callLeader(ctx context.Context, path string, req, resp proto.Me
 		}
 		return status.FromProto(&st).Err()
 	}
-	return status.Errorf(codes.Unavailable, "etcdserver: leader answered %s: %s", hresp.Status, bytes.TrimSpace(data))
+	return status.Errorf(codes.Unavailable, "etcdserver: leader answered %d: %s", code, bytes.TrimSpace(data))
 }
 
 // handleLeaderCall serves the leader's side of a forwarded call: newReq
