@@ -107,6 +107,16 @@ func (c *Config) applyDefaults() {
 	}
 }
 
+// selfURLs are this member's own peer URLs, from Peers.
+func (c *Config) selfURLs() []string {
+	for _, p := range c.Peers {
+		if p.ID == c.ID {
+			return p.URLs
+		}
+	}
+	return nil
+}
+
 func (c *Config) validate() error {
 	switch {
 	case c.ID == 0:

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/confchange"
@@ -214,6 +215,10 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc ConfChange) (any, error
 // transferee a MsgTimeoutNow as soon as its log is complete, and gives up
 // after an election timeout; the context bounds the wait.
 func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error {
+	// Raft abandons a transfer that did not finish within an election
+	// timeout without a word; asking again then starts a new one.
+	retry := time.NewTicker(n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks))
+	defer retry.Stop()
 	for {
 		changed := n.LeaderChanged()
 		if n.Leader() == transferee {
@@ -225,6 +230,7 @@ func (n *Node) TransferLeadership(ctx context.Context, transferee uint64) error 
 		}
 		select {
 		case <-changed:
+		case <-retry.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-n.stopc:

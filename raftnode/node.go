@@ -209,6 +209,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:    n.log,
 		Faults:    cfg.Faults,
 		OnRemoved: n.removedByPeer,
+		URLs:      cfg.selfURLs(),
 		// A peer that acknowledges nothing for two election timeouts is
 		// cut off; redialing then finds it as soon as the network heals.
 		WriteTimeout: max(2*cfg.TickInterval*time.Duration(cfg.ElectionTicks), time.Second),

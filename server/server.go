@@ -514,16 +514,27 @@ func proposeFor[T headered](ctx context.Context, s *Server, req *cairnpb.Request
 	return out, nil
 }
 
-// awaitLeader waits at least one heartbeat, and until a leader is known.
+// awaitLeader returns once a leader is known and either it changed since
+// the call or a heartbeat interval has passed. Callers retry what raft
+// dropped while leadership moved: waking on the change itself makes the
+// retry follow a leadership transfer within its own few milliseconds, not
+// a heartbeat later.
 func (s *Server) awaitLeader(ctx context.Context) error {
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
+	changed := s.node.LeaderChanged()
+	pause := time.NewTimer(s.cfg.HeartbeatInterval)
+	defer pause.Stop()
 	for {
 		select {
-		case <-t.C:
+		case <-changed:
 			if s.node.Leader() != 0 {
 				return nil
 			}
+			changed = s.node.LeaderChanged()
+		case <-pause.C:
+			if s.node.Leader() != 0 {
+				return nil
+			}
+			pause.Reset(s.cfg.HeartbeatInterval)
 		case <-ctx.Done():
 			if s.node.Leader() == 0 {
 				return errNoLeader

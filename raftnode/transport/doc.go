@@ -39,6 +39,12 @@
 //	X-Cairn-Cluster-Id: <cluster ID>
 //	X-Cairn-From:       <sender's member ID>
 //	X-Cairn-To:         <receiver's member ID>
+//	X-Cairn-From-Urls:  <sender's advertised peer URLs, comma-separated>
+//
+// A receiver that does not know the sender (it missed the membership change
+// that added it: a restarted member whose new leader joined while it was
+// down) adds it as a peer at those URLs, so that it can answer; known
+// senders keep their URLs, which change only through membership changes.
 //
 // The receiver answers 412 Precondition Failed (and logs) if the cluster ID
 // or the target is not its own, 400 if a header is missing or malformed,

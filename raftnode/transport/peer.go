@@ -433,8 +433,12 @@ func (t *Transport) dialStream(ctx context.Context, base string, to uint64) (net
 func (t *Transport) handshake(conn net.Conn, host string, to uint64) (*bufio.Reader, error) {
 	var req strings.Builder
 	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: %s\r\n", streamPath, host, streamProtocol)
-	fmt.Fprintf(&req, "%s: %s\r\n%s: %s\r\n%s: %s\r\n\r\n",
+	fmt.Fprintf(&req, "%s: %s\r\n%s: %s\r\n%s: %s\r\n",
 		headerClusterID, formatID(t.cfg.ClusterID), headerFrom, formatID(t.cfg.ID), headerTo, formatID(to))
+	if len(t.cfg.URLs) > 0 {
+		fmt.Fprintf(&req, "%s: %s\r\n", headerFromURLs, strings.Join(t.cfg.URLs, ","))
+	}
+	req.WriteString("\r\n")
 	if _, err := io.WriteString(conn, req.String()); err != nil {
 		return nil, err
 	}
@@ -602,5 +606,8 @@ func (p *peer) postSnapshot(ctx context.Context, base string, body io.Reader) (*
 	req.Header.Set(headerClusterID, formatID(cfg.ClusterID))
 	req.Header.Set(headerFrom, formatID(cfg.ID))
 	req.Header.Set(headerTo, formatID(p.id))
+	if len(cfg.URLs) > 0 {
+		req.Header.Set(headerFromURLs, strings.Join(cfg.URLs, ","))
+	}
 	return p.t.snapClient.Do(req)
 }

@@ -82,6 +82,7 @@ func (t *Transport) serveStream(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	t.learnPeer(from, r.Header.Get(headerFromURLs))
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !strings.EqualFold(r.Header.Get("Upgrade"), streamProtocol) {
 		t.log.Warn("rejected peer request: stream without upgrade", idAttr("from", from), slog.String("remote", r.RemoteAddr))
 		w.Header().Set("Connection", "Upgrade")
@@ -186,6 +187,7 @@ func (t *Transport) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	t.learnPeer(from, r.Header.Get(headerFromURLs))
 	in := &inSnapshot{rc: http.NewResponseController(w)}
 	t.mu.Lock()
 	if t.stopped {

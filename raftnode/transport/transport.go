@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,6 +73,9 @@ type Config struct {
 	// OnRemoved, if set, is called (from a peer's sender goroutine) when
 	// peer answers that this member was removed from the cluster.
 	OnRemoved func(peer uint64)
+	// URLs are this member's advertised peer URLs, sent with every request
+	// so that a receiver that does not know this member yet can answer.
+	URLs []string
 
 	// DialTimeout bounds opening a connection and its handshake (default 1s).
 	DialTimeout time.Duration
@@ -240,6 +244,32 @@ func (t *Transport) RemovePeer(id uint64) {
 	}
 	p.stop()
 	t.log.Info("peer removed", idAttr("peer", id))
+}
+
+// learnPeer adds a sender this transport does not know, at the URLs it
+// advertised: a member that missed the membership change that added, say,
+// the new leader could not answer it otherwise, and could never catch up.
+// Known and removed senders are left as they are: URLs change only through
+// membership changes.
+func (t *Transport) learnPeer(id uint64, header string) {
+	var urls []string
+	for _, u := range strings.Split(header, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return
+	}
+	t.mu.RLock()
+	_, known := t.peers[id]
+	removed := t.removed[id]
+	t.mu.RUnlock()
+	if known || removed {
+		return
+	}
+	t.log.Info("peer learned from its own request", idAttr("peer", id), slog.Any("urls", urls))
+	t.AddPeer(id, urls)
 }
 
 // MarkRemoved records that member id was removed from the cluster: its

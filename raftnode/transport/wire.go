@@ -24,6 +24,9 @@ const (
 	headerClusterID = "X-Cairn-Cluster-Id"
 	headerFrom      = "X-Cairn-From"
 	headerTo        = "X-Cairn-To"
+	// headerFromURLs carries the sender's advertised peer URLs, so that a
+	// member that has not heard of the sender yet can answer it.
+	headerFromURLs = "X-Cairn-From-Urls"
 
 	// streamProtocol is the Upgrade token of a message stream. A change to
 	// the stream framing gets a new token, so mismatched members fail the

@@ -49,3 +49,26 @@ func TestRemovedMemberIsRefused(t *testing.T) {
 		t.Fatalf("snapshot from a removed member: %s, want 410 Gone", resp.Status)
 	}
 }
+
+// A receiver that has not heard of a sender learns its URLs from the
+// sender's stream and can answer it; a removed sender is not learned.
+func TestUnknownSenderIsLearned(t *testing.T) {
+	a := startNode(t, 1)
+	a.tr.cfg.URLs = []string{a.url}
+	b := startNode(t, 2)
+	a.tr.AddPeer(2, []string{b.url}) // B knows nothing of A
+	a.tr.Send([]*raftpb.Message{appMsg(1, 2, 1, nil)})
+	eventually(t, "A's message at B", func() bool { return b.raft.hasIndex(raftpb.MsgApp, 1) })
+	b.tr.Send([]*raftpb.Message{appMsg(2, 1, 2, nil)})
+	eventually(t, "B's answer at A", func() bool { return a.raft.hasIndex(raftpb.MsgApp, 2) })
+
+	c := startNode(t, 3)
+	c.tr.cfg.URLs = []string{c.url}
+	b.tr.MarkRemoved(3)
+	c.tr.AddPeer(2, []string{b.url})
+	c.tr.Send([]*raftpb.Message{appMsg(3, 2, 3, nil)})
+	eventually(t, "B to refuse removed C", func() bool { return b.logs.count("rejected peer request: "+removedMessage) > 0 })
+	if _, ok := b.tr.Stats(3); ok {
+		t.Fatal("B learned removed member C as a peer")
+	}
+}
