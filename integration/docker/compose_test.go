@@ -28,6 +28,9 @@ const (
 	labelProject = "com.docker.compose.project"
 	labelService = "com.docker.compose.service"
 	labelNetwork = "com.docker.compose.network"
+	// scaleProfile holds the services that a plain `up` leaves alone:
+	// cairn4 and cairn5, which join the running cluster.
+	scaleProfile = "scale"
 )
 
 // project is one run's compose project.
@@ -105,10 +108,26 @@ func (p *project) docker(ctx context.Context, args ...string) (string, error) {
 	return p.cmd(ctx, 2*time.Minute, nil, "docker", args...)
 }
 
-// composeRun runs a compose subcommand in this project.
+// composeRun runs a compose subcommand in this project. Naming a service
+// of the scale profile enables it; the rest of the file is as a plain `up`
+// sees it.
 func (p *project) composeRun(ctx context.Context, args ...string) (string, error) {
 	full := append(append(slices.Clone(p.compose[1:]), "-f", composeFile, "-p", p.name), args...)
 	return p.cmd(ctx, 2*time.Minute, p.env, p.compose[0], full...)
+}
+
+// composeAll is composeRun with the scale profile enabled: for commands on
+// cairn4 and cairn5, and for logs and down, which Compose v2 would
+// otherwise run without them (v1 includes them either way).
+func (p *project) composeAll(ctx context.Context, args ...string) (string, error) {
+	return p.composeRun(ctx, append([]string{"--profile", scaleProfile}, args...)...)
+}
+
+// setEnv sets one of the variables the compose file reads, for every later
+// compose command.
+func (p *project) setEnv(name, value string) {
+	p.env = slices.DeleteFunc(p.env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") })
+	p.env = append(p.env, name+"="+value)
 }
 
 // mustCompose is composeRun that fails the test.
@@ -151,7 +170,7 @@ func (p *project) up(ctx context.Context, extraEnv ...string) [3]int {
 	p.t.Helper()
 	p.t.Cleanup(p.down)
 	for attempt := 1; ; attempt++ {
-		ports := freePorts(p.t)
+		ports := [3]int(freePorts(p.t, 3))
 		p.env = append([]string{
 			"CAIRN_IMAGE=" + p.image,
 			"CAIRN_CLIENT_HOST=127.0.0.1",
@@ -166,7 +185,7 @@ func (p *project) up(ctx context.Context, extraEnv ...string) [3]int {
 		}
 		if attempt < 3 && (strings.Contains(err.Error(), "already allocated") || strings.Contains(err.Error(), "address already in use")) {
 			p.t.Logf("a host port was taken meanwhile, retrying: %v", err)
-			if _, derr := p.composeRun(ctx, "down", "-v", "--remove-orphans", "-t", "1"); derr != nil {
+			if _, derr := p.composeAll(ctx, "down", "-v", "--remove-orphans", "-t", "1"); derr != nil {
 				p.t.Logf("down before retry: %v", derr)
 			}
 			continue
@@ -175,14 +194,43 @@ func (p *project) up(ctx context.Context, extraEnv ...string) [3]int {
 	}
 }
 
+// upService creates and starts one service of the scale profile
+// (`--profile scale up -d --no-deps <service>`: the profile's other service
+// stays down and the running members are left alone) on a free
+// host port, retrying with a new port if another process took it in the
+// meantime. env are the variables it reads (its --initial-cluster); the
+// port is returned.
+func (p *project) upService(ctx context.Context, service string, env ...string) int {
+	p.t.Helper()
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		p.setEnv(name, value)
+	}
+	for attempt := 1; ; attempt++ {
+		port := freePorts(p.t, 1)[0]
+		p.setEnv(strings.ToUpper(service)+"_CLIENT_PORT", fmt.Sprint(port))
+		_, err := p.composeAll(ctx, "up", "-d", "--no-deps", service)
+		if err == nil {
+			return port
+		}
+		if attempt < 3 && (strings.Contains(err.Error(), "already allocated") || strings.Contains(err.Error(), "address already in use")) {
+			// The next up re-creates the container: its port changed.
+			p.t.Logf("a host port was taken meanwhile, retrying: %v", err)
+			continue
+		}
+		p.t.Fatal(err)
+	}
+}
+
 // down removes the project even when the test failed: first its logs (the
 // last lines on failure; all of them to the file CAIRN_DOCKER_LOGS names, if
-// set), then `compose down -v --remove-orphans`, then anything that
-// still carries the project's label.
+// set), then `compose down -v --remove-orphans` (with the scale profile,
+// so cairn4 and cairn5 and their volumes go too), then anything that still
+// carries the project's label.
 func (p *project) down() {
 	ctx := context.Background()
 	if path := os.Getenv("CAIRN_DOCKER_LOGS"); path != "" {
-		out, err := p.composeRun(ctx, "logs", "--no-color", "--timestamps")
+		out, err := p.composeAll(ctx, "logs", "--no-color", "--timestamps")
 		if err == nil {
 			err = os.WriteFile(path, []byte(out), 0o644)
 		}
@@ -191,13 +239,13 @@ func (p *project) down() {
 		}
 	}
 	if p.t.Failed() {
-		if out, err := p.composeRun(ctx, "logs", "--no-color", "--tail", "60"); err != nil {
+		if out, err := p.composeAll(ctx, "logs", "--no-color", "--tail", "60"); err != nil {
 			p.t.Logf("compose logs: %v", err)
 		} else {
 			p.t.Logf("--- last lines of every member's log:\n%s", out)
 		}
 	}
-	if _, err := p.composeRun(ctx, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
+	if _, err := p.composeAll(ctx, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
 		p.t.Logf("cleanup: %v", err)
 	}
 	filter := "label=" + labelProject + "=" + p.name
@@ -256,10 +304,10 @@ func (p *project) exitCode(ctx context.Context, id string) string {
 	return strings.TrimSpace(out)
 }
 
-// freePorts returns three distinct free TCP ports on 127.0.0.1.
-func freePorts(t *testing.T) [3]int {
+// freePorts returns n distinct free TCP ports on 127.0.0.1.
+func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports [3]int
+	ports := make([]int, n)
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {

@@ -1,12 +1,15 @@
 // Package docker is cairn's deployment test: a 3-member cluster from the
 // FROM-scratch image, run by deploy/docker-compose.yml, partitioned and
-// restarted with Docker's own tools while a client writes through the
-// published client ports.
+// restarted with Docker's own tools, and grown to five members and back
+// with etcdctl, while clients write through the published client ports.
 //
 // It runs only with CAIRN_DOCKER_TEST=1 (`make docker-test` sets it), so a
-// plain `go test ./...` skips it. It needs a Docker engine and Compose
-// (`docker compose`, or `docker-compose` v1; CAIRN_COMPOSE overrides the
-// command). Nothing is pulled: the image is built from this tree.
+// plain `go test ./...` skips it. It needs a Docker engine, Compose
+// (`docker compose`, or `docker-compose` v1 1.28+ for profiles;
+// CAIRN_COMPOSE overrides the command) and etcdctl 3.4+ (Debian's
+// etcd-client; CAIRN_ETCDCTL overrides it), run with ETCDCTL_API=3; with
+// CAIRN_DOCKER_TEST=1 a missing etcdctl fails the test. Nothing is
+// pulled: the image is built from this tree.
 //
 // # The scenario (TestComposeCluster)
 //
@@ -31,13 +34,27 @@
 //     keeps, so it catches up from a snapshot sent over the cluster
 //     network), then re-create one container (`up --force-recreate`, as an
 //     upgrade would) on its named volume: it must come back as the same
-//     member. Every acknowledged put must be present,
-//     with its value, on every member at one revision; HashKV equal; every
-//     stop must be a clean exit (status 0).
-//  6. Cleanup (t.Cleanup, so also on failure): on failure the members' logs
-//     are printed; then `compose down -v --remove-orphans`, then anything
-//     still labelled with the project (containers, networks, volumes) and
-//     the image are removed.
+//     member. Every stop must be a clean exit (status 0).
+//  6. Scale, writers still running: `etcdctl member add cairn4`, then
+//     start the compose service cairn4 (profile "scale", so the first `up`
+//     left it alone) with CAIRN4_INITIAL_CLUSTER set to the
+//     ETCD_INITIAL_CLUSTER that member add printed; wait until it passes
+//     `etcdctl endpoint health`, has caught up with the leader and holds
+//     the first keys (serializable range), and member list shows it
+//     started; the same for cairn5. Each new member gets writers of its
+//     own. Then `etcdctl member remove` cairn5, then `etcdctl move-leader`
+//     to cairn4 and remove it while it leads (it must hand leadership
+//     over), each by its ID from `etcdctl member list`: each container
+//     must exit by itself with status 0, logging that it was removed.
+//     Starting the removed cairn5 again on its volume must fail (status 1).
+//  7. Every acknowledged put (through any of the five) must be present,
+//     with its value, on each of the three remaining members at one
+//     revision (serializable reads); HashKV equal; one leader.
+//  8. Cleanup (t.Cleanup, so also on failure): on failure the members' logs
+//     are printed; then `compose --profile scale down -v --remove-orphans`
+//     (the profile so Compose v2 removes cairn4 and cairn5 too), then
+//     anything still labelled with the project (containers, networks,
+//     volumes) and the image are removed.
 //
 // Every wait polls a condition against a deadline; none sleeps and hopes.
 // A SIGINT or SIGTERM fails the test (so the cleanup runs) rather than

@@ -26,7 +26,7 @@ import (
 // member is one compose service as the test reaches it: through its
 // published client port on 127.0.0.1.
 type member struct {
-	service string // compose service name, cairn1..3
+	service string // compose service name, cairn1..5
 	addr    string // 127.0.0.1:port
 	id      uint64 // raft member ID, learned from Status
 	kv      pb.KVClient
@@ -40,7 +40,8 @@ type cluster struct {
 	t       *testing.T
 	ctx     context.Context // ends on SIGINT/SIGTERM and before the test's deadline
 	p       *project
-	members []*member
+	members []*member // cairn1..3, the members throughout
+	etcdctl string    // path of etcdctl (etcd 3.4+), for membership changes
 	start   time.Time
 }
 
@@ -51,10 +52,18 @@ func (c *cluster) logf(format string, args ...any) {
 }
 
 func TestComposeCluster(t *testing.T) {
+	etcdctl, etcdctlErr := findEtcdctl()
 	if os.Getenv("CAIRN_DOCKER_TEST") != "1" {
-		t.Skip("deployment test in Docker: set CAIRN_DOCKER_TEST=1 (make docker-test)")
+		msg := "deployment test in Docker: set CAIRN_DOCKER_TEST=1 (make docker-test)"
+		if etcdctlErr != nil {
+			msg += "; it also needs etcdctl (Debian: apt-get install etcd-client), not found: " + etcdctlErr.Error()
+		}
+		t.Skip(msg)
 	}
-	c := &cluster{t: t, start: time.Now()}
+	if etcdctlErr != nil {
+		t.Fatalf("CAIRN_DOCKER_TEST=1 but etcdctl is missing (the scale step runs etcdctl member add/remove; Debian: apt-get install etcd-client; CAIRN_ETCDCTL names another one): %v", etcdctlErr)
+	}
+	c := &cluster{t: t, start: time.Now(), etcdctl: etcdctl}
 	// A signal fails the test instead of killing it, so the cleanups run;
 	// and the test stops 30s before go test's own deadline for the same
 	// reason.
@@ -69,7 +78,7 @@ func TestComposeCluster(t *testing.T) {
 
 	// 1. Binary, image, compose project.
 	c.p = newProject(t)
-	c.logf("project %s, compose command %q", c.p.name, c.p.compose)
+	c.logf("project %s, compose command %q, %s", c.p.name, c.p.compose, c.etcdctlVersion())
 	c.p.buildImage(ctx)
 	c.logf("built the binary and image %s", c.p.image)
 	ports := c.p.up(ctx,
@@ -163,7 +172,7 @@ func TestComposeCluster(t *testing.T) {
 	c.logf("converged: same leader, old leader serves linearizable reads, HashKV equal at revision %d", rev)
 
 	// 5. Rolling restart under writes.
-	w := c.startWriters(4)
+	w := c.startWriters(c.members, "docker/r/", 4)
 	w.waitAcked(c, 50)
 	for i, m := range c.members {
 		before := w.count()
@@ -185,7 +194,7 @@ func TestComposeCluster(t *testing.T) {
 		w.waitAcked(c, behind)
 		c.logf("stopped %s in %.1fs; the other two took %d more writes", m, stopped.Seconds(), w.count()-before)
 		c.p.mustCompose(ctx, "start", m.service)
-		c.waitRejoined(m)
+		c.waitRejoined(m, c.members)
 		w.waitAcked(c, 50)
 		how := "from the leader's log"
 		if logs, err := c.p.docker(ctx, "logs", "--since", began.Format(time.RFC3339Nano), ctr); err != nil {
@@ -203,21 +212,18 @@ func TestComposeCluster(t *testing.T) {
 	if id := c.p.container(ctx, recreated.service); id == oldID {
 		t.Fatalf("compose up --force-recreate kept container %s", id)
 	}
-	c.waitRejoined(recreated)
+	c.waitRejoined(recreated, c.members)
 	if st, err := c.status(recreated); err != nil || st.GetHeader().GetMemberId() != recreated.id {
 		t.Fatalf("re-created %s: status %v, %v; want member ID %x", recreated, st, err, recreated.id)
 	}
 	w.waitAcked(c, 50)
 	c.logf("re-created %s's container; it rejoined from its volume as member %x", recreated, recreated.id)
+
+	// 6. Grow to five members and shrink back to three, writers running.
+	maps.Copy(want, c.scale(w))
+
 	acked, fails := w.stop()
-	nfail := 0
-	for _, n := range fails {
-		nfail += n
-	}
-	c.logf("writers stopped: %d puts acknowledged, %d not:", len(acked), nfail)
-	for _, e := range slices.Sorted(maps.Keys(fails)) {
-		c.t.Logf("\t%5d × %s", fails[e], e)
-	}
+	c.logWriters("writers through cairn1..3", acked, fails)
 	maps.Copy(want, acked)
 
 	// Final check: every acknowledged write on every member, at one revision.
@@ -325,11 +331,11 @@ func (c *cluster) waitLeader(what string, ms []*member, d time.Duration) *member
 	return lead
 }
 
-// waitRejoined waits until m is back: all three agree on a leader, and m
-// has applied what the leader had when m answered.
-func (c *cluster) waitRejoined(m *member) {
+// waitRejoined waits until m is back: all of ms (m among them) agree on a
+// leader, and m has applied what the leader had when m answered.
+func (c *cluster) waitRejoined(m *member, ms []*member) {
 	c.t.Helper()
-	lead := c.waitLeader(m.service+" to rejoin and all three to agree on a leader", c.members, 60*time.Second)
+	lead := c.waitLeader(fmt.Sprintf("%s to rejoin and %v to agree on a leader", m, ms), ms, 60*time.Second)
 	st, err := c.status(lead)
 	if err != nil {
 		c.t.Fatalf("status of leader %s: %v", lead, err)
@@ -452,23 +458,26 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// writers put unique keys through every member in turn, each put with its
-// own value, and record those acknowledged. After a failed put a writer
+// writers put unique keys (prefix and a sequence number) through each of
+// their members in turn, each put with its own value, and record those
+// acknowledged. After a failed put a writer
 // moves on to the next member with a new key: the failed put's outcome is
 // unknown, so it is not checked.
 type writers struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	seq    atomic.Int64
+	members []*member
+	prefix  string
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	seq     atomic.Int64
 
 	mu    sync.Mutex
 	acked map[string]string
 	fails map[string]int // error text (member name, code, message) → count
 }
 
-func (c *cluster) startWriters(n int) *writers {
+func (c *cluster) startWriters(ms []*member, prefix string, n int) *writers {
 	ctx, cancel := context.WithCancel(c.ctx)
-	w := &writers{cancel: cancel, acked: map[string]string{}, fails: map[string]int{}}
+	w := &writers{members: slices.Clone(ms), prefix: prefix, cancel: cancel, acked: map[string]string{}, fails: map[string]int{}}
 	c.t.Cleanup(func() { w.stop() }) // if the test fails before it stops them
 	for g := range n {
 		w.wg.Add(1)
@@ -476,9 +485,9 @@ func (c *cluster) startWriters(n int) *writers {
 			defer w.wg.Done()
 			failed := 0 // consecutive failures
 			for i := g; ctx.Err() == nil; i++ {
-				m := c.members[i%len(c.members)]
+				m := w.members[i%len(w.members)]
 				s := w.seq.Add(1)
-				key, value := fmt.Sprintf("docker/r/%06d", s), fmt.Sprintf("v%d-%s-%d", s, m.service, time.Now().UnixNano())
+				key, value := fmt.Sprintf("%s%06d", w.prefix, s), fmt.Sprintf("v%d-%s-%d", s, m.service, time.Now().UnixNano())
 				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 				_, err := m.kv.Put(pctx, &pb.PutRequest{Key: []byte(key), Value: []byte(value)})
 				pcancel()
@@ -491,7 +500,7 @@ func (c *cluster) startWriters(n int) *writers {
 				w.mu.Unlock()
 				if err == nil {
 					failed = 0
-				} else if failed++; failed >= len(c.members) {
+				} else if failed++; failed >= len(w.members) {
 					// Every member failed in turn (an election, say): pause
 					// rather than spin. One member down costs no pause.
 					select {
@@ -519,6 +528,20 @@ func (w *writers) waitAcked(c *cluster, n int) {
 		got := w.count()
 		return got >= target, fmt.Sprintf("%d of %d", got, target)
 	})
+}
+
+// logWriters logs how many puts were acknowledged and how the others
+// failed.
+func (c *cluster) logWriters(what string, acked map[string]string, fails map[string]int) {
+	c.t.Helper()
+	nfail := 0
+	for _, n := range fails {
+		nfail += n
+	}
+	c.logf("%s stopped: %d puts acknowledged, %d not:", what, len(acked), nfail)
+	for _, e := range slices.Sorted(maps.Keys(fails)) {
+		c.t.Logf("\t%5d × %s", fails[e], e)
+	}
 }
 
 // stop ends the writers and returns what was acknowledged and how the
