@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -571,8 +572,12 @@ func CheckHashes(h *History) Verdict {
 	for m, hash := range h.Final.Hashes {
 		byHash[hash] = append(byHash[hash], m)
 	}
-	if len(h.Final.Hashes) < h.Members {
-		p.add("only %d of %d members answered HashKV", len(h.Final.Hashes), h.Members)
+	want := h.Members
+	if h.Final.Members != nil {
+		want = len(h.Final.Members) // the members in the cluster at the end
+	}
+	if len(h.Final.Hashes) < want {
+		p.add("only %d of %d members answered HashKV", len(h.Final.Hashes), want)
 	}
 	if len(byHash) > 1 {
 		var parts []string
@@ -603,4 +608,53 @@ func CheckRecovery(h *History, bound time.Duration) Verdict {
 	}
 	return p.verdict("recovery", fmt.Sprintf("first write %v, through every member %v after the faults ended (bound %v)",
 		first.Round(time.Millisecond), all.Round(time.Millisecond), bound))
+}
+
+// CheckMembership checks the membership at the end: every member in the
+// cluster lists exactly the members the run added and did not remove, all
+// started voters; the cluster has between minMembers and maxMembers
+// members; every member removed while running exited by itself with
+// status 0 (a removed member that exits 1, or never exits, fails); and the
+// run found nothing wrong on the way (a new member that never became a
+// voter).
+func CheckMembership(h *History) Verdict {
+	var p problems
+	f := h.Final
+	if f.Members == nil {
+		return p.verdict("membership", "not recorded")
+	}
+	want := slices.Clone(f.Members)
+	sort.Strings(want)
+	for _, m := range want {
+		got, ok := f.Listed[m]
+		switch {
+		case !ok:
+			p.add("%s's member list was not read", m)
+		case !slices.Equal(got, want):
+			p.add("%s lists [%s], the cluster should be [%s]", m, strings.Join(got, ", "), strings.Join(want, ", "))
+		}
+	}
+	if n := len(f.Members); h.Members > 0 && (n < minMembers(h.Members) || n > maxMembers(h.Members)) {
+		p.add("the cluster ends with %d members, outside [%d, %d]", n, minMembers(h.Members), maxMembers(h.Members))
+	}
+	removed := make([]string, 0, len(f.Removed))
+	for m := range f.Removed {
+		removed = append(removed, m)
+	}
+	sort.Strings(removed)
+	exited := 0
+	for _, m := range removed {
+		switch res := f.Removed[m]; res {
+		case "exit 0":
+			exited++
+		case "killed -9 before its removal":
+		default:
+			p.add("removed member %s: %s", m, res)
+		}
+	}
+	for _, s := range f.MembershipProblems {
+		p.add("%s", s)
+	}
+	return p.verdict("membership", fmt.Sprintf("%d members at the end (%s), listed alike by each; %d removed (%d exited by themselves with status 0)",
+		len(f.Members), strings.Join(f.Members, ","), len(f.Removed), exited))
 }

@@ -60,15 +60,12 @@ func baseHistory() *History {
 		Hashes:      map[string]uint32{"m1": 7, "m2": 7, "m3": 7},
 		KeptKey:     KeptKey, KeptPresent: true, KeptTTL: 8, KeptTTLGrant: 10, KeptMaxGap: int64(600 * time.Millisecond),
 		RecoveryFirst: int64(time.Second), RecoveryAll: int64(2 * time.Second),
+		// m4 joined and left again; m1..m3 are the cluster at the end.
+		Members: []string{"m1", "m2", "m3"},
+		Listed:  map[string][]string{"m1": {"m1", "m2", "m3"}, "m2": {"m1", "m2", "m3"}, "m3": {"m1", "m2", "m3"}},
+		Removed: map[string]string{"m4": "exit 0", "m5": "killed -9 before its removal"},
 	}
 	return h
-}
-
-func cond[T any](c bool, a, b T) T {
-	if c {
-		return a
-	}
-	return b
 }
 
 func verdicts(t *testing.T, h *History) map[string]Verdict {
@@ -138,6 +135,22 @@ func TestChecksCatchEachViolation(t *testing.T) {
 		{"HashKV differs", func(h *History) { h.Final.Hashes["m3"] = 8 }, "hashkv", "disagree"},
 		{"slow recovery", func(h *History) { h.Final.RecoveryAll = int64(11 * time.Second) }, "recovery", "every member took 11s"},
 		{"no recovery", func(h *History) { h.Final.RecoveryFirst, h.Final.RecoveryAll = -1, -1 }, "recovery", "first write"},
+		{"a removed member that crashed", func(h *History) { h.Final.Removed["m4"] = "exited: exit status 1" }, "membership", "removed member m4: exited: exit status 1"},
+		{"a removed member that never exited", func(h *History) {
+			h.Final.Removed["m4"] = "still running 30s after the faults' end; killed"
+		}, "membership", "removed member m4: still running"},
+		{"a member that still lists a removed one", func(h *History) { h.Final.Listed["m2"] = []string{"m1", "m2", "m3", "m4"} }, "membership", "m2 lists [m1, m2, m3, m4]"},
+		{"a learner never promoted", func(h *History) { h.Final.Listed["m1"] = []string{"m1", "m2", "m3 (learner)"} }, "membership", "m3 (learner)"},
+		{"a new member that never joined", func(h *History) {
+			h.Final.MembershipProblems = []string{"m6, added by #3, did not become a started voter"}
+		}, "membership", "m6, added by #3"},
+		{"too few members", func(h *History) {
+			h.Final.Members = []string{"m1", "m2"}
+			h.Final.Listed = map[string][]string{"m1": {"m1", "m2"}, "m2": {"m1", "m2"}}
+		}, "membership", "ends with 2 members, outside [3, 5]"},
+		{"a final member without a hash", func(h *History) {
+			h.Final.Members = append(h.Final.Members, "m6")
+		}, "hashkv", "only 3 of 4 members answered HashKV"},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {

@@ -139,6 +139,17 @@ type FinalState struct {
 	// write through every member, were acknowledged (ns; -1 if never).
 	RecoveryFirst int64 `json:"recovery_first"`
 	RecoveryAll   int64 `json:"recovery_all"`
+	// Membership at the end: the members in the cluster (the ones the
+	// reads, hashes and durability compare), each one's own member list
+	// (names, with "(learner)" or "(not started)" where so), how each
+	// removed member ended ("exit 0", "killed -9 before its removal", or
+	// what went wrong), and problems the run itself found (a new member
+	// that never became a voter). Absent from histories of runs before
+	// membership faults.
+	Members            []string            `json:"members,omitempty"`
+	Listed             map[string][]string `json:"listed,omitempty"`
+	Removed            map[string]string   `json:"removed,omitempty"`
+	MembershipProblems []string            `json:"membership_problems,omitempty"`
 }
 
 // WriteJSON writes the history to path.

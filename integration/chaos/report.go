@@ -31,6 +31,7 @@ type Report struct {
 	Lin         LinearizabilityResult
 	Verdicts    []Verdict
 	FaultCounts map[FaultKind]int
+	MemberStats memberStats
 	Crashes     []string
 	ProxyStats  harness.PeerNetStats
 	// LogCounts counts telling lines in the members' logs (snapshots
@@ -78,6 +79,7 @@ func Check(h *History, o CheckOptions) *Report {
 		CheckLeases(h, ShortPrefix),
 		CheckHashes(h),
 		CheckRecovery(h, o.RecoveryBound),
+		CheckMembership(h),
 	}
 	return r
 }
@@ -137,6 +139,11 @@ func (r *Report) Summary() string {
 		}
 	}
 	fmt.Fprintf(&b, "faults injected: %d (%s); %d aimed at the leader\n", nf, strings.Join(fc, ", "), leader)
+	if h.Final.Members != nil {
+		ms := r.MemberStats
+		fmt.Fprintf(&b, "membership: %d members at the start, %d at the end (%s); %d added, %d removed, %d changes refused, %d skipped\n",
+			h.Members, len(h.Final.Members), strings.Join(h.Final.Members, ","), ms.added, ms.removed, ms.refused, ms.skipped)
+	}
 	fmt.Fprintf(&b, "peer proxy: %d connections piped, %d refused, %d severed by cuts\n",
 		r.ProxyStats.Accepted, r.ProxyStats.Refused, r.ProxyStats.Severed)
 	if r.LogCounts != nil {
@@ -196,6 +203,9 @@ func (r *Report) WriteFolder(outDir string, c *harness.Cluster) (string, error) 
 	}
 	if c != nil {
 		for _, m := range c.Members {
+			if _, err := os.Stat(m.LogPath()); err != nil {
+				continue // prepared, never started
+			}
 			if err := copyFile(m.LogPath(), filepath.Join(dir, m.Name+".log")); err != nil {
 				return dir, err
 			}

@@ -5,13 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
 
 	pb "github.com/cairnkv/cairn/api/etcdserverpb"
 	"github.com/cairnkv/cairn/integration/harness"
@@ -83,11 +82,12 @@ type Env struct {
 	Cluster *harness.Cluster
 	Rec     *Recorder
 
-	cfg        Config
-	keys       []string
-	conns      []*grpc.ClientConn // the workload's, one per member
-	watchConns []*grpc.ClientConn // the watchers'
-	nem        *nemesis
+	cfg  Config
+	keys []string
+	nem  *nemesis
+
+	mmu  sync.RWMutex
+	mems []*memberInfo // every member prepared, by index (membership.go)
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -106,7 +106,7 @@ func (e *Env) Do(ctx context.Context, i int, in Input) Op { return e.do(ctx, sce
 
 // Isolate cuts member i off from the others (both ways); Heal undoes
 // every cut.
-func (e *Env) Isolate(i int) { e.Cluster.Net.Isolate(e.Cluster.Members[i].Name) }
+func (e *Env) Isolate(i int) { e.Cluster.Net.Isolate(e.member(i).name) }
 
 // Heal lifts every network cut.
 func (e *Env) Heal() { e.Cluster.Net.Heal() }
@@ -141,13 +141,9 @@ func Run(t testing.TB, cfg Config) *Report {
 	})
 	e := &Env{T: t, Cluster: c, Rec: NewRecorder(), cfg: cfg, keys: ModelKeys(cfg.Keys)}
 	e.nem = newNemesis(e)
-	for _, m := range c.Members {
-		for _, dst := range []*[]*grpc.ClientConn{&e.conns, &e.watchConns} {
-			conn, err := dial(m.Addr())
-			if err != nil {
-				t.Fatalf("dial %s: %v", m.Name, err)
-			}
-			*dst = append(*dst, conn)
+	for _, m := range slices.Clone(c.Members) {
+		if _, err := e.addMember(m, stateServing); err != nil {
+			t.Fatal(err)
 		}
 	}
 
@@ -163,8 +159,9 @@ func Run(t testing.TB, cfg Config) *Report {
 		stopKeep()
 		workWG.Wait()
 		keepWG.Wait()
-		for _, conn := range append(e.conns, e.watchConns...) {
-			_ = conn.Close()
+		for _, mi := range e.allMembers() {
+			_ = mi.conn.Close()
+			_ = mi.watchConn.Close()
 		}
 	}()
 	spawn := func(wg *sync.WaitGroup, f func()) {
@@ -208,11 +205,17 @@ func Run(t testing.TB, cfg Config) *Report {
 	var final FinalState
 	final.RecoveryFirst, final.RecoveryAll = e.measureRecovery(30 * time.Second)
 	e.logf("recovered: first write after %v, every member after %v", time.Duration(final.RecoveryFirst), time.Duration(final.RecoveryAll))
+	// Membership changes still in progress end while the clients run:
+	// new members join their rotation, removed ones exit.
+	e.nem.settle()
+	e.logf("membership settled: serving %v", e.names(e.serving()))
 	stopWork()
 	workWG.Wait()
 
 	var finalProblems []string
 	e.readFinal(&final, watchers, kp, &finalProblems)
+	e.nem.checkAlive()
+	e.nem.finalMembership(&final)
 	stopKeep()
 	keepWG.Wait()
 	e.nem.checkAlive()
@@ -228,6 +231,7 @@ func Run(t testing.TB, cfg Config) *Report {
 	r.Schedule = sched
 	r.Crashes = e.nem.crashes
 	r.FaultCounts = e.nem.counts
+	r.MemberStats = e.nem.mstats
 	r.ProxyStats = c.Net.Stats()
 	r.LogCounts = countLogLines(c)
 	r.addVerdict(finalVerdict(finalProblems, e.nem.crashes))
@@ -249,7 +253,16 @@ func finalVerdict(finalProblems, crashes []string) Verdict {
 	for _, s := range crashes {
 		p.add("crash: %s", s)
 	}
-	return p.verdict("processes", "no member exited on its own; final state read from every member")
+	return p.verdict("processes", "no member exited on its own but removed ones; final state read from every member")
+}
+
+// names returns the members' names.
+func (e *Env) names(idx []int) []string {
+	out := make([]string, len(idx))
+	for k, i := range idx {
+		out[k] = e.member(i).name
+	}
+	return out
 }
 
 // newRand is a client's random source: a function of the seed and the
@@ -258,25 +271,27 @@ func newRand(seed int64, stream uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(uint64(seed), stream+1))
 }
 
-// measureRecovery puts a probe key through every member until each has
-// acknowledged one, and returns how long the first and the last took (-1
-// for never, within limit).
+// measureRecovery puts a probe key through every serving member until
+// each has acknowledged one, and returns how long the first and the last
+// took (-1 for never, within limit).
 func (e *Env) measureRecovery(limit time.Duration) (first, all int64) {
 	start := time.Now()
-	took := make([]time.Duration, len(e.Cluster.Members))
+	members := e.serving()
+	took := make([]time.Duration, len(members))
 	var wg sync.WaitGroup
-	for i := range e.Cluster.Members {
+	for k, i := range members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			took[i] = -1
+			took[k] = -1
 			ctx, cancel := context.WithDeadline(context.Background(), start.Add(limit))
 			defer cancel()
+			name := e.member(i).name
 			for n := 0; ctx.Err() == nil; n++ {
-				key := probePrefix + e.Cluster.Members[i].Name
-				op := e.probe(ctx, i, key, fmt.Sprintf("probe-%s-%d", e.Cluster.Members[i].Name, n))
+				key := probePrefix + name
+				op := e.probe(ctx, i, key, fmt.Sprintf("probe-%s-%d", name, n))
 				if op.Outcome == OK {
-					took[i] = time.Since(start)
+					took[k] = time.Since(start)
 					return
 				}
 				if !sleepCtx(ctx, 50*time.Millisecond) {
@@ -303,11 +318,12 @@ func (e *Env) measureRecovery(limit time.Duration) (first, all int64) {
 }
 
 func (e *Env) probe(ctx context.Context, i int, key, value string) Op {
-	op := Op{Client: probeClient, Member: e.Cluster.Members[i].Name, Input: Input{Kind: Probe, Key: key, Value: value}}
+	mi := e.member(i)
+	op := Op{Client: probeClient, Member: mi.name, Input: Input{Kind: Probe, Key: key, Value: value}}
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	op.Call = e.Rec.Now()
-	resp, err := pb.NewKVClient(e.conns[i]).Put(cctx, &pb.PutRequest{Key: []byte(key), Value: []byte(value)})
+	resp, err := pb.NewKVClient(mi.conn).Put(cctx, &pb.PutRequest{Key: []byte(key), Value: []byte(value)})
 	op.Return = e.Rec.Now()
 	if err != nil {
 		op.Err, op.Outcome = err.Error(), writeOutcome(err)
@@ -332,7 +348,7 @@ func (e *Env) readFinal(f *FinalState, watchers []*watcher, kp *keeper, probs *[
 	}
 	// Short leases: each expires within its TTL of the last leader change.
 	left, err := retry(ctx, e, 30*time.Second, func(ctx context.Context, i int) ([]string, error) {
-		resp, err := pb.NewKVClient(e.conns[i]).Range(ctx, &pb.RangeRequest{Key: []byte(ShortPrefix), RangeEnd: []byte(prefixOf(ShortPrefix)), KeysOnly: true})
+		resp, err := pb.NewKVClient(e.member(i).conn).Range(ctx, &pb.RangeRequest{Key: []byte(ShortPrefix), RangeEnd: []byte(prefixOf(ShortPrefix)), KeysOnly: true})
 		if err != nil {
 			return nil, err
 		}
@@ -366,7 +382,7 @@ func (e *Env) readFinal(f *FinalState, watchers []*watcher, kp *keeper, probs *[
 		stable := true
 		for _, k := range e.keys {
 			resp, err := retry(ctx, e, 20*time.Second, func(ctx context.Context, i int) (*pb.RangeResponse, error) {
-				return pb.NewKVClient(e.conns[i]).Range(ctx, &pb.RangeRequest{Key: []byte(k)})
+				return pb.NewKVClient(e.member(i).conn).Range(ctx, &pb.RangeRequest{Key: []byte(k)})
 			})
 			if err != nil {
 				fail("final read of %s: %v", k, err)
@@ -389,12 +405,14 @@ func (e *Env) readFinal(f *FinalState, watchers []*watcher, kp *keeper, probs *[
 			break
 		}
 	}
+	// Every member in the cluster at the end; removed ones are gone.
 	f.MemberReads, f.Hashes = map[string]map[string]KV{}, map[string]uint32{}
-	for i, m := range e.Cluster.Members {
+	for _, i := range e.serving() {
+		m := e.member(i)
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := pb.NewKVClient(e.conns[i]).Range(cctx, &pb.RangeRequest{Key: []byte(KVPrefix), RangeEnd: []byte(prefixOf(KVPrefix)), Revision: f.Revision, Serializable: true})
+		resp, err := pb.NewKVClient(m.conn).Range(cctx, &pb.RangeRequest{Key: []byte(KVPrefix), RangeEnd: []byte(prefixOf(KVPrefix)), Revision: f.Revision, Serializable: true})
 		if err != nil {
-			fail("serializable read on %s at revision %d: %v", m.Name, f.Revision, err)
+			fail("serializable read on %s at revision %d: %v", m.name, f.Revision, err)
 		} else {
 			reads := map[string]KV{}
 			for _, k := range e.keys {
@@ -403,20 +421,20 @@ func (e *Env) readFinal(f *FinalState, watchers []*watcher, kp *keeper, probs *[
 			for _, kv := range resp.Kvs {
 				reads[string(kv.Key)] = kvOf(kv)
 			}
-			f.MemberReads[m.Name] = reads
+			f.MemberReads[m.name] = reads
 		}
-		h, err := pb.NewMaintenanceClient(e.conns[i]).HashKV(cctx, &pb.HashKVRequest{Revision: f.Revision})
+		h, err := pb.NewMaintenanceClient(m.conn).HashKV(cctx, &pb.HashKVRequest{Revision: f.Revision})
 		ccancel()
 		if err != nil {
-			fail("HashKV on %s: %v", m.Name, err)
+			fail("HashKV on %s: %v", m.name, err)
 		} else {
-			f.Hashes[m.Name] = h.Hash
+			f.Hashes[m.name] = h.Hash
 		}
 	}
 	// The kept-alive lease.
 	f.KeptKey, f.KeptTTLGrant = KeptKey, keptTTL
 	resp, err := retry(ctx, e, 20*time.Second, func(ctx context.Context, i int) (*pb.RangeResponse, error) {
-		return pb.NewKVClient(e.conns[i]).Range(ctx, &pb.RangeRequest{Key: []byte(KeptKey)})
+		return pb.NewKVClient(e.member(i).conn).Range(ctx, &pb.RangeRequest{Key: []byte(KeptKey)})
 	})
 	if err != nil {
 		fail("reading the kept-alive key: %v", err)
@@ -424,7 +442,7 @@ func (e *Env) readFinal(f *FinalState, watchers []*watcher, kp *keeper, probs *[
 		f.KeptPresent = len(resp.Kvs) == 1 && resp.Kvs[0].Lease == kp.id
 	}
 	ttl, err := retry(ctx, e, 20*time.Second, func(ctx context.Context, i int) (*pb.LeaseTimeToLiveResponse, error) {
-		return pb.NewLeaseClient(e.conns[i]).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: kp.id})
+		return pb.NewLeaseClient(e.member(i).conn).LeaseTimeToLive(ctx, &pb.LeaseTimeToLiveRequest{ID: kp.id})
 	})
 	if err != nil {
 		fail("TimeToLive of the kept-alive lease: %v", err)
@@ -437,8 +455,8 @@ func (e *Env) readFinal(f *FinalState, watchers []*watcher, kp *keeper, probs *[
 	kp.mu.Unlock()
 }
 
-// quietRevision waits until every member reports the same revision three
-// times in a row, 200ms apart, and returns it.
+// quietRevision waits until every serving member reports the same
+// revision three times in a row, 200ms apart, and returns it.
 func (e *Env) quietRevision(ctx context.Context) (int64, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	var last int64
@@ -466,7 +484,8 @@ func (e *Env) quietRevision(ctx context.Context) (int64, error) {
 
 func (e *Env) commonRevision() (int64, error) {
 	revs := map[int64][]string{}
-	for _, m := range e.Cluster.Members {
+	for _, i := range e.serving() {
+		m := e.member(i).m
 		st, err := m.Status()
 		if err != nil {
 			return 0, fmt.Errorf("status of %s: %w", m.Name, err)
@@ -490,13 +509,13 @@ func (e *Env) commonRevision() (int64, error) {
 // errRetry asks retry to try again although the call succeeded.
 var errRetry = fmt.Errorf("not yet")
 
-// retry calls f through each member in turn (1s per call) until it
-// succeeds or limit passes; it returns the last answer and error.
+// retry calls f through each serving member in turn (1s per call) until
+// it succeeds or limit passes; it returns the last answer and error.
 func retry[T any](ctx context.Context, e *Env, limit time.Duration, f func(ctx context.Context, i int) (T, error)) (T, error) {
 	deadline := time.Now().Add(limit)
 	var v T
 	var err error
-	for i := 0; ; i = (i + 1) % len(e.Cluster.Members) {
+	for i := e.pick(0); ; i = e.nextServing(i) {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		v, err = f(cctx, i)
 		cancel()

@@ -101,9 +101,10 @@ type client struct {
 func (c *client) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		in := c.next()
+		c.member = c.e.pick(c.member) // never a member that left or is still joining
 		op := c.e.do(ctx, c.id, c.member, in)
 		if op.Outcome != OK {
-			c.member = (c.member + 1) % len(c.e.Cluster.Members)
+			c.member = c.e.nextServing(c.member)
 		}
 		c.learn(op)
 	}
@@ -158,8 +159,9 @@ func (c *client) learn(op Op) {
 
 // do runs one register operation against a member and records it.
 func (e *Env) do(ctx context.Context, clientID, member int, in Input) Op {
-	kv := pb.NewKVClient(e.conns[member])
-	op := Op{Client: clientID, Member: e.Cluster.Members[member].Name, Input: in}
+	mi := e.member(member)
+	kv := pb.NewKVClient(mi.conn)
+	op := Op{Client: clientID, Member: mi.name, Input: in}
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
 	var out Output
@@ -276,7 +278,7 @@ func (w *watcher) run(ctx context.Context) {
 		w.mu.Lock()
 		w.log.Reconnects++
 		w.mu.Unlock()
-		w.member = (w.member + 1) % len(w.e.Cluster.Members)
+		w.member = w.e.nextServing(w.member)
 		if !sleepCtx(ctx, 100*time.Millisecond) {
 			return
 		}
@@ -286,7 +288,9 @@ func (w *watcher) run(ctx context.Context) {
 func (w *watcher) stream(ctx context.Context) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := pb.NewWatchClient(w.e.watchConns[w.member]).Watch(sctx)
+	w.member = w.e.pick(w.member)
+	mi := w.e.member(w.member)
+	stream, err := pb.NewWatchClient(mi.watchConn).Watch(sctx)
 	if err != nil {
 		return err
 	}
@@ -296,7 +300,7 @@ func (w *watcher) stream(ctx context.Context) error {
 	}}}); err != nil {
 		return err
 	}
-	name := w.e.Cluster.Members[w.member].Name
+	name := mi.name
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -360,7 +364,7 @@ func (k *keeper) start(ctx context.Context) error {
 			k.id = op.Input.Lease
 			k.granted = op.Return
 		} else {
-			k.member = (k.member + 1) % len(k.e.Cluster.Members)
+			k.member = k.e.nextServing(k.member)
 		}
 	}
 	for i := 0; ; i++ {
@@ -371,7 +375,7 @@ func (k *keeper) start(ctx context.Context) error {
 		if op.Outcome == OK {
 			break
 		}
-		k.member = (k.member + 1) % len(k.e.Cluster.Members)
+		k.member = k.e.nextServing(k.member)
 	}
 	k.lastOK = k.e.Rec.Now()
 	return nil
@@ -386,12 +390,13 @@ func (k *keeper) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		k.member = k.e.pick(k.member)
 		op := k.e.leaseOp(ctx, -2, k.member, Input{Kind: KeepAlive, Key: KeptKey, Lease: k.id}, 0)
 		if ctx.Err() != nil {
 			return
 		}
 		if op.Outcome != OK {
-			k.member = (k.member + 1) % len(k.e.Cluster.Members)
+			k.member = k.e.nextServing(k.member)
 			continue
 		}
 		k.mu.Lock()
@@ -424,7 +429,7 @@ func (s *shortLeases) run(ctx context.Context) {
 	defer t.Stop()
 	next := func(op Op) {
 		if op.Outcome != OK {
-			s.member = (s.member + 1) % len(s.e.Cluster.Members)
+			s.member = s.e.nextServing(s.member)
 		}
 	}
 	for {
@@ -434,6 +439,7 @@ func (s *shortLeases) run(ctx context.Context) {
 		case <-t.C:
 		}
 		s.n++
+		s.member = s.e.pick(s.member)
 		key := fmt.Sprintf("%s%d", ShortPrefix, s.n)
 		g := s.e.leaseOp(ctx, -3, s.member, Input{Kind: LeaseGrant, Key: key}, shortTTL)
 		next(g)
@@ -452,8 +458,9 @@ func (s *shortLeases) run(ctx context.Context) {
 // TTL and the granted ID comes back in Input.Lease; for a keep-alive the
 // TTL answered comes back in Output.KV.Version.
 func (e *Env) leaseOp(ctx context.Context, clientID, member int, in Input, ttl int64) Op {
-	conn := e.conns[member]
-	op := Op{Client: clientID, Member: e.Cluster.Members[member].Name, Input: in}
+	mi := e.member(member)
+	conn := mi.conn
+	op := Op{Client: clientID, Member: mi.name, Input: in}
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
 	var out Output
