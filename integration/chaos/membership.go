@@ -308,7 +308,8 @@ func (n *nemesis) memberFault(f Fault, rec *FaultRecord) {
 			n.skip(rec, fmt.Sprintf("the cluster has %d members, the most it may have", size))
 			return
 		}
-		n.add(rec, f.Learner, 0)
+		j, _ := n.add(rec, f.Learner, 0)
+		rec.Targets = n.e.member(j).name
 	case RemoveMember, RemoveLeader:
 		if size := n.e.clusterSize(); size <= minMembers(initial) {
 			n.skip(rec, fmt.Sprintf("the cluster has %d members, the fewest it may have", size))
