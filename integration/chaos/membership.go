@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/cairnkv/cairn/api/etcdserverpb"
@@ -224,12 +226,13 @@ func (n *nemesis) via(exclude ...int) int {
 func (n *nemesis) memberList(patience time.Duration) *pb.MemberListResponse {
 	deadline := time.Now().Add(patience)
 	for {
+		first := n.via()
 		var order []int
-		if v := n.via(); v >= 0 {
-			order = append(order, v)
+		if first >= 0 {
+			order = append(order, first)
 		}
 		for _, i := range n.e.serving() {
-			if i != order0(order) && !n.killed[i] && !n.paused[i] {
+			if i != first && !n.killed[i] && !n.paused[i] {
 				order = append(order, i)
 			}
 		}
@@ -249,13 +252,6 @@ func (n *nemesis) memberList(patience time.Duration) *pb.MemberListResponse {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-func order0(s []int) int {
-	if len(s) == 0 {
-		return -1
-	}
-	return s[0]
 }
 
 // findMember looks a member up (by ID, or by peer URL if id is 0) in the
@@ -392,8 +388,12 @@ func (n *nemesis) add(rec *FaultRecord, learner bool, patience time.Duration) (i
 	kind := cond(learner, "learner", "voter")
 	deadline := time.Now().Add(patience)
 	for {
-		via := n.via()
-		if via < 0 {
+		var resp *pb.MemberAddResponse
+		err := n.call(nil, func(ctx context.Context, cl pb.ClusterClient) (err error) {
+			resp, err = cl.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{m.PeerURL}, IsLearner: learner})
+			return err
+		})
+		if errors.Is(err, errNoMember) {
 			if time.Now().Before(deadline) {
 				time.Sleep(500 * time.Millisecond)
 				continue
@@ -404,9 +404,6 @@ func (n *nemesis) add(rec *FaultRecord, learner bool, patience time.Duration) (i
 			n.note(rec, "add %s: no member to ask", m.Name)
 			return idx, false
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), n.budget(memberCallTimeout))
-		resp, err := pb.NewClusterClient(n.e.member(via).conn).MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: []string{m.PeerURL}, IsLearner: learner})
-		cancel()
 		if err == nil {
 			n.added(rec, idx, resp.GetMember().GetID(), kind)
 			return idx, true
@@ -429,8 +426,33 @@ func (n *nemesis) add(rec *FaultRecord, learner bool, patience time.Duration) (i
 		c.Forget(m)
 		n.e.setState(idx, stateNotAdded)
 		n.mstats.refused++
-		n.note(rec, "add %s refused: %s", m.Name, errText(err))
+		n.note(rec, "add %s %s: %s", m.Name, cond(refusal(err), "refused", "failed (not in the member list)"), errText(err))
 		return idx, false
+	}
+}
+
+var errNoMember = errors.New("no member to ask")
+
+// call makes a membership call through via (the leader if it is up), not
+// through the members in exclude; a call that could not even reach its
+// member (nothing was sent: a member just restarted, not listening yet) is
+// made again through the next one. Without a member to ask at all it
+// fails with errNoMember.
+func (n *nemesis) call(exclude []int, f func(ctx context.Context, cl pb.ClusterClient) error) error {
+	tried := slices.Clone(exclude)
+	err := errNoMember
+	for {
+		v := n.via(tried...)
+		if v < 0 {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), n.budget(memberCallTimeout))
+		err = f(ctx, pb.NewClusterClient(n.e.member(v).conn))
+		cancel()
+		if err == nil || writeOutcome(err) != Failed || status.Code(err) != codes.Unavailable {
+			return err
+		}
+		tried = append(tried, v)
 	}
 }
 
@@ -461,13 +483,10 @@ func (n *nemesis) remove(rec *FaultRecord, i, floor int) bool {
 	}
 	prev := n.e.state(i)
 	n.e.setState(i, stateLeaving)
-	via := n.via(i)
-	if via < 0 {
-		via = i
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.budget(memberCallTimeout))
-	_, err := pb.NewClusterClient(n.e.member(via).conn).MemberRemove(ctx, &pb.MemberRemoveRequest{ID: mi.m.ID})
-	cancel()
+	err := n.call([]int{i}, func(ctx context.Context, cl pb.ClusterClient) error {
+		_, err := cl.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: mi.m.ID})
+		return err
+	})
 	if err != nil {
 		found, known := n.findMember(mi.m.ID, "", 5*time.Second, !refusal(err))
 		switch {
@@ -478,7 +497,7 @@ func (n *nemesis) remove(rec *FaultRecord, i, floor int) bool {
 		case found != nil:
 			n.e.setState(i, prev)
 			n.mstats.refused++
-			n.note(rec, "remove %s refused: %s", mi.name, errText(err))
+			n.note(rec, "remove %s %s: %s", mi.name, cond(refusal(err), "refused", "failed (still in the member list)"), errText(err))
 			return false
 		}
 		n.note(rec, "remove %s answered %q, yet it took effect", mi.name, errText(err))

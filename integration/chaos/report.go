@@ -141,7 +141,7 @@ func (r *Report) Summary() string {
 	fmt.Fprintf(&b, "faults injected: %d (%s); %d aimed at the leader\n", nf, strings.Join(fc, ", "), leader)
 	if h.Final.Members != nil {
 		ms := r.MemberStats
-		fmt.Fprintf(&b, "membership: %d members at the start, %d at the end (%s); %d added, %d removed, %d changes refused, %d skipped\n",
+		fmt.Fprintf(&b, "membership: %d members at the start, %d at the end (%s); %d added, %d removed, %d changes refused or failed, %d skipped\n",
 			h.Members, len(h.Final.Members), strings.Join(h.Final.Members, ","), ms.added, ms.removed, ms.refused, ms.skipped)
 	}
 	fmt.Fprintf(&b, "peer proxy: %d connections piped, %d refused, %d severed by cuts\n",
