@@ -16,10 +16,12 @@ import (
 	"github.com/cairnkv/cairn/integration/harness"
 )
 
-// TestMain runs the tests, then checks that nothing they started is still
-// running once every client is closed.
+// TestMain runs the tests, removes the binaries built for them (cairn's
+// and etcdctl's), then checks that nothing they started is still running
+// once every client is closed.
 func TestMain(m *testing.M) {
 	code := harness.Main(m)
+	removeEtcdctl()
 	if code == 0 {
 		http.DefaultClient.CloseIdleConnections()
 		if err := goleak.Find(); err != nil {

@@ -293,6 +293,16 @@ func (c *Cluster) Member(name string) *Member {
 
 func (m *Member) binary(bin string) { m.args = append([]string{bin}, m.args...) }
 
+// AddFlags appends flags to the member's command line for its next Start;
+// a flag given again overrides the earlier value (for example the
+// --initial-cluster that `etcdctl member add` printed, or a second
+// --listen-peer-urls).
+func (m *Member) AddFlags(flags ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.args = append(m.args, flags...)
+}
+
 // Wait waits up to timeout for the process to exit on its own and returns
 // its exit error (nil for status 0).
 func (m *Member) Wait(timeout time.Duration) error {
