@@ -465,12 +465,36 @@ func (n *nemesis) added(rec *FaultRecord, idx int, id uint64, kind string) {
 	for j := range n.isolated {
 		n.e.Cluster.Net.CutBoth(mi.name, n.e.member(j).name)
 	}
+	if n.e.cfg.JoinWhenListed {
+		n.awaitListed(id)
+	}
 	mi.m.Start()
 	n.e.setState(idx, stateJoining)
 	n.addedAt[idx] = time.Now()
 	n.addRec[idx] = rec.Step
 	n.mstats.added++
 	n.note(rec, "added %s (%x) as a %s", mi.name, id, kind)
+}
+
+// awaitListed waits (up to 10 s, or the change's budget) until every
+// serving member that is up lists member id in its own member list
+// (Config.JoinWhenListed).
+func (n *nemesis) awaitListed(id uint64) {
+	deadline := time.Now().Add(n.budget(10 * time.Second))
+	for _, i := range n.e.serving() {
+		if n.killed[i] || n.paused[i] {
+			continue
+		}
+		for time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			list, err := pb.NewClusterClient(n.e.member(i).conn).MemberList(ctx, &pb.MemberListRequest{})
+			cancel()
+			if err == nil && slices.ContainsFunc(list.Members, func(m *pb.Member) bool { return m.ID == id }) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // remove takes member i out of the cluster unless that leaves fewer than
@@ -656,6 +680,7 @@ func (n *nemesis) settle() {
 	n.restoreSize(30 * time.Second)
 	deadline := time.Now().Add(joinPatience)
 	for len(n.e.inState(stateJoining)) > 0 && time.Now().Before(deadline) {
+		n.checkAlive()
 		n.pollJoining()
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -103,8 +103,11 @@ func (n *nemesis) waitUntil(ctx context.Context, t time.Time) bool {
 		if !sleepCtx(ctx, d) {
 			return false
 		}
-		n.pollJoining()
-		n.collectExits()
+		if n.busy() {
+			n.checkJoining()
+			n.pollJoining()
+			n.collectExits()
+		}
 	}
 }
 
@@ -349,6 +352,16 @@ func (n *nemesis) checkAlive() {
 			}
 		}
 		n.crashed(i)
+	}
+}
+
+// checkJoining restarts a joining member that exited (a crash, counted
+// as one), so that it is not waited for in vain.
+func (n *nemesis) checkJoining() {
+	for _, i := range n.e.inState(stateJoining) {
+		if !n.killed[i] && !n.e.member(i).m.Running() {
+			n.crashed(i)
+		}
 	}
 }
 
