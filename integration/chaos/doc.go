@@ -126,6 +126,14 @@
 // addition was refused adds its new member after the fault in progress is
 // healed (or at the end).
 //
+// A new member is started as soon as MemberAdd returns, as etcd's
+// procedure has it. With -chaos.join-when-listed (Config.JoinWhenListed;
+// on in TestChaosShort) it is started only once every serving member lists
+// it: a workaround for cairn's joining member, which asks the first member
+// of its --initial-cluster for the membership and exits 1 if that one has
+// not applied the addition yet (a member just restarted, resumed or cut
+// off); the summary notes it.
+//
 // Half of the faults aimed at one member aim at whichever member leads when
 // the fault starts. A network cut makes the receiving member's proxy close
 // the sender's connections and refuse new ones; heal lifts it; a member
