@@ -106,7 +106,14 @@ func (s *Server) registerMemberHandlers(mux *http.ServeMux) {
 	handleLeaderCall(s, mux, peerPathMemberRemove, func() *pb.MemberRemoveRequest { return &pb.MemberRemoveRequest{} }, s.removeMember)
 	handleLeaderCall(s, mux, peerPathMemberUpdate, func() *pb.MemberUpdateRequest { return &pb.MemberUpdateRequest{} }, s.updateMember)
 	handleLeaderCall(s, mux, peerPathMemberPromote, func() *pb.MemberPromoteRequest { return &pb.MemberPromoteRequest{} }, s.promoteMember)
-	mux.HandleFunc("GET "+peerPathMembers, func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET "+peerPathMembers, func(w http.ResponseWriter, r *http.Request) {
+		// A linearizable read: a member that has not applied the
+		// `member add` the operator just saw succeed must not send the
+		// new member away.
+		if err := s.linearizableRead(r.Context()); err != nil {
+			http.Error(w, "cannot confirm the membership: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		body, err := proto.Marshal(&pb.MemberListResponse{Header: s.header(s.store.Rev()), Members: s.members.list()})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
