@@ -160,8 +160,10 @@ func testWatch(t *testing.T, e *env) {
 
 	t.Run("PrevKV", func(t *testing.T) {
 		p := prefix(t)
-		mustPut(t, cli, p+"k", "v1")
-		wch, _ := watch(t, cli, p+"k", clientv3.WithPrevKV())
+		rev := mustPut(t, cli, p+"k", "v1")
+		// From the next revision: without one, the watch starts at the
+		// revision its member has applied, which may be before v1's.
+		wch, _ := watch(t, cli, p+"k", clientv3.WithPrevKV(), clientv3.WithRev(rev+1))
 		mustPut(t, cli, p+"k", "v2")
 		if _, err := cli.Delete(ctx(t), p+"k"); err != nil {
 			t.Fatal(err)
