@@ -129,7 +129,8 @@
 // A new member is started as soon as MemberAdd returns, as etcd's
 // procedure has it. With -chaos.join-when-listed (Config.JoinWhenListed;
 // on in TestChaosShort) it is started only once every serving member lists
-// it: a workaround for cairn's joining member, which asks the first member
+// it (if one cannot, being cut off, once the fault in progress is healed):
+// a workaround for cairn's joining member, which asks the first member
 // of its --initial-cluster for the membership and exits 1 if that one has
 // not applied the addition yet (a member just restarted, resumed or cut
 // off); the summary notes it.
