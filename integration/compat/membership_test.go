@@ -284,17 +284,26 @@ func expectCtlMembers(t testing.TB, c *harness.Cluster, learners ...string) {
 	}
 }
 
-// mustServe puts a key through cli and reads it back linearizably.
-func mustServe(t testing.TB, cli *clientv3.Client, key string) int64 {
+// putRetry puts key=val, trying again on errors (a put in flight to a
+// member that is killed fails, and etcd's client does not retry puts)
+// until waitTimeout; it returns the revision.
+func putRetry(t testing.TB, cli *clientv3.Client, key, val string) int64 {
 	t.Helper()
 	var rev int64
-	waitFor(t, "the cluster to take a put of "+key, func() error {
-		resp, err := cli.Put(ctx(t), key, "v")
+	waitFor(t, "a put of "+key, func() error {
+		resp, err := cli.Put(ctx(t), key, val)
 		if err == nil {
 			rev = resp.Header.Revision
 		}
 		return err
 	})
+	return rev
+}
+
+// mustServe puts a key through cli and reads it back linearizably.
+func mustServe(t testing.TB, cli *clientv3.Client, key string) int64 {
+	t.Helper()
+	rev := putRetry(t, cli, key, "v")
 	if kv := getOne(t, cli, key); string(kv.Value) != "v" {
 		t.Fatalf("%s = %q after the put", key, kv.Value)
 	}
@@ -386,7 +395,7 @@ func (w *writers) finish(t testing.TB) map[string]int64 {
 // keyspace hashes agree at one common revision.
 func checkConverged(t testing.TB, cli *clientv3.Client, members []*harness.Member, prefix string, acked map[string]int64) {
 	t.Helper()
-	rev := mustPut(t, cli, prefix+"final", "x")
+	rev := putRetry(t, cli, prefix+"final", "x")
 	for _, m := range members {
 		one := newClient(t, m.Addr())
 		var resp *clientv3.GetResponse
@@ -453,7 +462,10 @@ func burst(t testing.TB, cli *clientv3.Client, prefix string, n, workers int) ma
 				var resp *clientv3.PutResponse
 				var err error
 				for try := 0; try < 5; try++ { // a leader change fails a put or two
-					if resp, err = cli.Put(ctx(t), key, "v"); err == nil {
+					pctx, cancel := contextWithTimeout(opTimeout)
+					resp, err = cli.Put(pctx, key, "v")
+					cancel()
+					if err == nil {
 						break
 					}
 					time.Sleep(50 * time.Millisecond)
@@ -545,7 +557,7 @@ func TestMembershipScale(t *testing.T) {
 		m, id := ctlAddMember(t, c, name, false)
 		w.progress(t, 10, "after adding "+name)
 		m.Start()
-		waitJoined(t, cli, m, id, mustPut(t, cli, p+"joined-"+name, "x"))
+		waitJoined(t, cli, m, id, putRetry(t, cli, p+"joined-"+name, "x"))
 		cli.SetEndpoints(memberEndpoints(c)...)
 		w.progress(t, 30, "with "+name+" started")
 	}
@@ -590,12 +602,12 @@ func TestMembershipReplace(t *testing.T) {
 	bulk := burst(t, cli, p+"bulk/", 5500, 16)
 	m, id := ctlAddMember(t, c, "m4", false)
 	m.Start()
-	waitJoined(t, cli, m, id, mustPut(t, cli, p+"joined", "x"))
+	waitJoined(t, cli, m, id, putRetry(t, cli, p+"joined", "x"))
 	cli.SetEndpoints(memberEndpoints(c)...)
 	w.progress(t, 30, "with the replacement started")
 
 	if b, err := os.ReadFile(m.LogPath()); err != nil || !strings.Contains(string(b), "installed snapshot from leader") {
-		t.Errorf("the replacement did not start from a snapshot (log compacted every 100 entries); log:\n%s", logTail(m, 20))
+		t.Errorf("the replacement did not start from a snapshot (a snapshot every 500 entries, 5,500 entries written while it was not there); log:\n%s", logTail(m, 20))
 	}
 	// The replacement serves on its own, linearizably.
 	one := newClient(t, m.Addr())
@@ -627,7 +639,7 @@ func TestMembershipLearner(t *testing.T) {
 		cli := newClient(t, c.Endpoints()...)
 		p := prefix(t)
 		for i := range 50 {
-			mustPut(t, cli, fmt.Sprintf("%sk%02d", p, i), "v")
+			putRetry(t, cli, fmt.Sprintf("%sk%02d", p, i), "v")
 		}
 		m, id := ctlAddMember(t, c, "m4", true)
 
@@ -638,7 +650,7 @@ func TestMembershipLearner(t *testing.T) {
 		}
 
 		m.Start()
-		rev := mustPut(t, cli, p+"last", "x")
+		rev := putRetry(t, cli, p+"last", "x")
 		waitJoined(t, cli, m, id, rev)
 		expectCtlMembers(t, c, "m4")
 
@@ -661,6 +673,8 @@ func TestMembershipLearner(t *testing.T) {
 		expectError(t, "txn on the learner", err, codes.FailedPrecondition, learnerErr)
 		_, err = lc.Grant(ctx(t), 10)
 		expectError(t, "lease grant on the learner", err, codes.FailedPrecondition, learnerErr)
+		_, err = lc.MemberList(ctx(t))
+		expectError(t, "member list on the learner", err, codes.FailedPrecondition, learnerErr)
 
 		// Once caught up, promotion succeeds (a moment of lag may still
 		// make the leader answer "not in sync").
@@ -691,6 +705,15 @@ func TestMembershipLearner(t *testing.T) {
 		if kv := getOne(t, lc, p+"from-promoted"); string(kv.Value) != "v" {
 			t.Fatalf("linearizable get on the promoted member: %s", kv.Value)
 		}
+		cli.SetEndpoints(memberEndpoints(c)...)
+
+		// A learner that is running, removed, exits by itself (status 0).
+		m5, id5 := ctlAddMember(t, c, "m5", true)
+		m5.Start()
+		waitJoined(t, cli, m5, id5, putRetry(t, cli, p+"m5", "x"))
+		expectCtlMembers(t, c, "m5")
+		ctlRemove(t, c, m5, id5)
+		expectRemovedExit(t, m5)
 		checkConverged(t, cli, c.Running(), p, nil)
 	})
 
@@ -699,7 +722,7 @@ func TestMembershipLearner(t *testing.T) {
 		cli := newClient(t, c.Endpoints()...)
 		p := prefix(t)
 		for i := range 50 {
-			mustPut(t, cli, fmt.Sprintf("%sk%02d", p, i), "v")
+			putRetry(t, cli, fmt.Sprintf("%sk%02d", p, i), "v")
 		}
 		m, id := ctlAddMember(t, c, "m4", true)
 		resp, err := cli.MemberList(ctx(t))
@@ -727,7 +750,7 @@ func TestMembershipLearner(t *testing.T) {
 			}
 			return fmt.Errorf("%x is not a member", id)
 		})
-		waitJoined(t, cli, m, id, mustPut(t, cli, p+"last", "x"))
+		waitJoined(t, cli, m, id, putRetry(t, cli, p+"last", "x"))
 		expectCtlMembers(t, c)
 		lc := newClient(t, m.Addr())
 		waitFor(t, "the promoted member to take a put", func() error {
@@ -809,7 +832,7 @@ func TestMembershipUpdate(t *testing.T) {
 	m4.AddFlags("--listen-peer-urls", m4.ListenPeerURL+","+second)
 	id := ctlAdmit(t, c, m4, false, m4.PeerURL, second)
 	m4.Start()
-	waitJoined(t, cli, m4, id, mustPut(t, cli, p+"joined", "x"))
+	waitJoined(t, cli, m4, id, putRetry(t, cli, p+"joined", "x"))
 	cli.SetEndpoints(memberEndpoints(c)...)
 
 	// peerURLsEverywhere waits until every member lists m4 with urls.
@@ -859,13 +882,13 @@ func TestMembershipUpdate(t *testing.T) {
 	// now dial the new one. As etcd's documentation has it, the operator
 	// changes --listen-peer-urls and --initial-advertise-peer-urls and
 	// leaves --initial-cluster as it was: with a data dir it is ignored.
-	restart := func(flags ...string) error {
+	restart := func(t *testing.T, flags ...string) error {
 		t.Helper()
 		if m4.Running() {
 			m4.Kill()
 		}
 		m4.AddFlags(flags...)
-		rev := mustPut(t, cli, fmt.Sprintf("%swhile-m4-down-%d", p, len(flags)), "x")
+		rev := putRetry(t, cli, fmt.Sprintf("%swhile-m4-down-%d", p, len(flags)), "x")
 		m4.Start()
 		one := newClient(t, m4.Addr())
 		var exited error
@@ -890,8 +913,11 @@ func TestMembershipUpdate(t *testing.T) {
 		})
 		return exited
 	}
+	// This one fails against cairn as of this writing: it checks
+	// --initial-cluster against --initial-advertise-peer-urls even when
+	// the data dir has the membership.
 	t.Run("RestartKeepsStaleInitialCluster", func(t *testing.T) {
-		if err := restart("--listen-peer-urls", second, "--initial-advertise-peer-urls", second); err != nil {
+		if err := restart(t, "--listen-peer-urls", second, "--initial-advertise-peer-urls", second); err != nil {
 			t.Errorf("m4, restarted on its data dir with the new peer URL and the --initial-cluster etcdctl printed, exited (%v); etcd ignores --initial-cluster once it has data. Log:\n%s", err, logTail(m4, 3))
 		}
 	})
@@ -906,10 +932,10 @@ func TestMembershipUpdate(t *testing.T) {
 				initial = append(initial, o.Name+"="+o.PeerURL)
 			}
 		}
-		if err := restart("--listen-peer-urls", second, "--initial-advertise-peer-urls", second, "--initial-cluster", strings.Join(initial, ",")); err != nil {
+		if err := restart(t, "--listen-peer-urls", second, "--initial-advertise-peer-urls", second, "--initial-cluster", strings.Join(initial, ",")); err != nil {
 			t.Fatalf("m4 exited after its restart on the new peer URL: %v; log:\n%s", err, logTail(m4, 10))
 		}
-		waitCaughtUp(t, m4, mustPut(t, cli, p+"after-m4-restart", "x"))
+		waitCaughtUp(t, m4, putRetry(t, cli, p+"after-m4-restart", "x"))
 		mustServe(t, newClient(t, m4.Addr()), p+"through-m4")
 	})
 	checkConverged(t, cli, c.Running(), p, nil)
@@ -1132,6 +1158,12 @@ func TestMembershipErrors(t *testing.T) {
 // the dead member) would have no quorum, so --strict-reconfig-check must
 // refuse, as etcd does (its check is on the peer connections, which the
 // kill breaks at once).
+//
+// It fails against cairn as of this writing: the leader judges who is
+// connected by raft's RecentActive, which check-quorum resets only once
+// per election timeout, so for up to 500ms after the kill the dead member
+// still counts as connected, the removal is accepted, and the cluster is
+// left without quorum until the dead member comes back.
 func TestStrictReconfigCheckRightAfterKill(t *testing.T) {
 	c := harness.NewCluster(t, 3, harness.Options{})
 	lead := c.WaitLeader()

@@ -213,7 +213,7 @@ func TestUnavailability(t *testing.T) {
 		return fmt.Sprintf("%s stopped; %s leads", stopped.Name, c.WaitLeader().Name)
 	})
 	stopped.Start()
-	waitCaughtUp(t, stopped, mustPut(t, cli, p+"restarted", "x"))
+	waitCaughtUp(t, stopped, putRetry(t, cli, p+"restarted", "x"))
 	c.WaitLeader()
 
 	// The control: kill -9 of the leader costs an election, which the
@@ -231,7 +231,7 @@ func TestUnavailability(t *testing.T) {
 		t.Errorf("after kill -9 of the leader, the longest gap was %v: the measurement misses elections", g.length)
 	}
 	killed.Start()
-	waitCaughtUp(t, killed, mustPut(t, cli, p+"restarted-after-kill", "x"))
+	waitCaughtUp(t, killed, putRetry(t, cli, p+"restarted-after-kill", "x"))
 	c.WaitLeader()
 
 	var removed *harness.Member
