@@ -59,7 +59,7 @@ type confDecision struct {
 type Progress struct {
 	Match        uint64 // highest log index known to be on the member
 	Learner      bool
-	RecentActive bool // heard from within the last election timeout
+	RecentActive bool // heard from within the last election timeout, and its stream is open
 }
 
 func isConfChange(e *raftpb.Entry) bool {
@@ -248,7 +248,14 @@ func (n *Node) progress() map[uint64]Progress {
 	}
 	out := make(map[uint64]Progress, len(st.Progress))
 	for id, pr := range st.Progress {
-		out[id] = Progress{Match: pr.Match, Learner: pr.IsLearner, RecentActive: pr.RecentActive || id == n.cfg.ID}
+		active := id == n.cfg.ID
+		if !active && pr.RecentActive {
+			// Raft clears RecentActive only once per election timeout; a
+			// member that just died has lost its stream already.
+			ps, ok := n.tr.Stats(id)
+			active = ok && ps.Active
+		}
+		out[id] = Progress{Match: pr.Match, Learner: pr.IsLearner, RecentActive: active}
 	}
 	return out
 }

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cairnkv/cairn/wal"
 )
 
 // Config is a member's configuration. Field names follow etcd's flags; see
@@ -197,9 +200,14 @@ func (c *Config) Validate() error {
 		add("--log-level: %w", err)
 	}
 	members, err := c.initialMembers()
-	if err != nil {
+	switch {
+	case err != nil:
 		errs = append(errs, err)
-	} else {
+	case wal.Exists(filepath.Join(c.DataDir, "member", "wal")):
+		// A member with a log is who its log says: as in etcd, the
+		// initial cluster no longer matters (after a member update it is
+		// out of date).
+	default:
 		self := slices.IndexFunc(members, func(m clusterMember) bool { return m.Name == c.Name })
 		switch {
 		case self < 0:
