@@ -466,6 +466,7 @@ func (n *nemesis) added(rec *FaultRecord, idx int, id uint64, kind string) {
 		n.e.Cluster.Net.CutBoth(mi.name, n.e.member(j).name)
 	}
 	n.e.setState(idx, stateJoining)
+	n.note(rec, "added %s (%x) as a %s", mi.name, id, kind)
 	if n.e.cfg.JoinWhenListed && !n.awaitListed(id) {
 		// Some member cannot learn of it before the fault in progress is
 		// healed: start it then.
@@ -477,7 +478,6 @@ func (n *nemesis) added(rec *FaultRecord, idx int, id uint64, kind string) {
 	n.addedAt[idx] = time.Now()
 	n.addRec[idx] = rec.Step
 	n.mstats.added++
-	n.note(rec, "added %s (%x) as a %s", mi.name, id, kind)
 }
 
 // awaitListed waits (up to 10 s, or the change's budget) until every
