@@ -19,7 +19,6 @@ var (
 	flagMembers  = flag.Int("chaos.members", 3, "cluster size of TestChaos")
 	flagOut      = flag.String("chaos.out", "", "folder for failed runs (default: the system's temp dir)")
 	flagHistory  = flag.String("chaos.history", "", "TestChaosCheckHistory: check this history.json again")
-	flagJoin     = flag.Bool("chaos.join-when-listed", false, "start a new member only once every member lists it (a workaround, see Config.JoinWhenListed)")
 )
 
 // TestChaosShort is the fixed-seed run of the normal suite: about a minute
@@ -28,10 +27,7 @@ func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a minute of real processes under faults")
 	}
-	// JoinWhenListed: until a joining member copes with a peer that has not
-	// applied its addition yet (see Config.JoinWhenListed), the suite's
-	// run works around it; make chaos does not.
-	runAndReport(t, Config{Seed: shortSeed, Members: 3, Duration: shortDuration, OutDir: *flagOut, JoinWhenListed: true})
+	runAndReport(t, Config{Seed: shortSeed, Members: 3, Duration: shortDuration, OutDir: *flagOut})
 }
 
 // TestChaosShort's seed and length. The seed is one whose schedule has
@@ -54,7 +50,7 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("-chaos.members must be 3 or 5, not %d", *flagMembers)
 	}
 	t.Logf("seed %d (rerun: make chaos SEED=%d DURATION=%v MEMBERS=%d)", seed, seed, *flagDuration, *flagMembers)
-	runAndReport(t, Config{Seed: seed, Members: *flagMembers, Duration: *flagDuration, OutDir: *flagOut, JoinWhenListed: *flagJoin})
+	runAndReport(t, Config{Seed: seed, Members: *flagMembers, Duration: *flagDuration, OutDir: *flagOut})
 }
 
 func runAndReport(t *testing.T, cfg Config) *Report {

@@ -127,13 +127,7 @@
 // healed (or at the end).
 //
 // A new member is started as soon as MemberAdd returns, as etcd's
-// procedure has it. With -chaos.join-when-listed (Config.JoinWhenListed;
-// on in TestChaosShort) it is started only once every serving member lists
-// it (if one cannot, being cut off, once the fault in progress is healed):
-// a workaround for cairn's joining member, which asks the first member
-// of its --initial-cluster for the membership and exits 1 if that one has
-// not applied the addition yet (a member just restarted, resumed or cut
-// off); the summary notes it.
+// procedure has it.
 //
 // Half of the faults aimed at one member aim at whichever member leads when
 // the fault starts. A network cut makes the receiving member's proxy close

@@ -467,55 +467,10 @@ func (n *nemesis) added(rec *FaultRecord, idx int, id uint64, kind string) {
 	}
 	n.e.setState(idx, stateJoining)
 	n.note(rec, "added %s (%x) as a %s", mi.name, id, kind)
-	if n.e.cfg.JoinWhenListed && !n.awaitListed(id) {
-		// Some member cannot learn of it before the fault in progress is
-		// healed: start it then.
-		n.toStart[idx] = true
-		n.note(rec, "%s to be started once every member lists it", mi.name)
-	} else {
-		mi.m.Start()
-	}
+	mi.m.Start()
 	n.addedAt[idx] = time.Now()
 	n.addRec[idx] = rec.Step
 	n.mstats.added++
-}
-
-// awaitListed waits (up to 10 s, or the change's budget) until every
-// serving member that is up lists member id in its own member list
-// (Config.JoinWhenListed), and reports whether they all did.
-func (n *nemesis) awaitListed(id uint64) bool {
-	deadline := time.Now().Add(n.budget(10 * time.Second))
-	for _, i := range n.e.serving() {
-		if n.killed[i] || n.paused[i] {
-			continue
-		}
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			list, err := pb.NewClusterClient(n.e.member(i).conn).MemberList(ctx, &pb.MemberListRequest{})
-			cancel()
-			if err == nil && slices.ContainsFunc(list.Members, func(m *pb.Member) bool { return m.ID == id }) {
-				break
-			}
-			if time.Now().After(deadline) {
-				return false
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	return true
-}
-
-// startPending starts the members added during a fault that were left to
-// be started after it (Config.JoinWhenListed).
-// A member that still does not list it after 10 s does not hold it up.
-func (n *nemesis) startPending() {
-	for i := range n.toStart {
-		mi := n.e.member(i)
-		n.awaitListed(mi.m.ID)
-		delete(n.toStart, i)
-		mi.m.Start()
-		n.e.logf("membership: %s started", mi.name)
-	}
 }
 
 // remove takes member i out of the cluster unless that leaves fewer than
@@ -697,7 +652,6 @@ func (n *nemesis) restoreSize(patience time.Duration) {
 // settles unknown outcomes, completes replacements, waits for new members
 // to serve and for removed ones to exit (killing those that do not).
 func (n *nemesis) settle() {
-	n.startPending()
 	n.reconcile(20 * time.Second)
 	n.restoreSize(30 * time.Second)
 	deadline := time.Now().Add(joinPatience)

@@ -35,7 +35,6 @@ type nemesis struct {
 	exits         map[int]string // how each removed member ended ("" while it still runs)
 	replaceKilled map[int]bool   // killed by a replacement, to be restarted if its removal did not happen
 	pendingStep   map[int]int    // the step of a change with an unknown outcome, by member
-	toStart       map[int]bool   // added, to be started after the fault in progress (Config.JoinWhenListed)
 	deficit       []int          // steps of replacements whose new member is still to be added
 	// membershipProblems are findings of the run itself (a new member that
 	// never became a voter) for the membership check.
@@ -50,7 +49,7 @@ type memberStats struct {
 func newNemesis(e *Env) *nemesis {
 	return &nemesis{e: e, killed: map[int]bool{}, paused: map[int]bool{}, slow: map[int]bool{}, isolated: map[int]bool{},
 		counts: map[FaultKind]int{}, addedAt: map[int]time.Time{}, addRec: map[int]int{}, removedAt: map[int]time.Time{},
-		exits: map[int]string{}, replaceKilled: map[int]bool{}, pendingStep: map[int]int{}, toStart: map[int]bool{}}
+		exits: map[int]string{}, replaceKilled: map[int]bool{}, pendingStep: map[int]int{}}
 }
 
 // runSchedule injects the schedule's faults at their planned times, until
@@ -130,7 +129,6 @@ func (n *nemesis) busy() bool {
 // changes with unknown outcomes, a replacement still missing its new
 // member.
 func (n *nemesis) afterHeal() {
-	n.startPending()
 	n.reconcile(3 * time.Second)
 	if len(n.deficit) > 0 {
 		n.restoreSize(5 * time.Second)
@@ -343,7 +341,7 @@ func (n *nemesis) checkAlive() {
 	for _, mi := range n.e.allMembers() {
 		i := mi.idx
 		st := n.e.state(i)
-		if !st.inCluster() || n.killed[i] || n.toStart[i] || mi.m.Running() {
+		if !st.inCluster() || n.killed[i] || mi.m.Running() {
 			continue
 		}
 		if st == stateLeaving {
@@ -361,7 +359,7 @@ func (n *nemesis) checkAlive() {
 // as one), so that it is not waited for in vain.
 func (n *nemesis) checkJoining() {
 	for _, i := range n.e.inState(stateJoining) {
-		if !n.killed[i] && !n.toStart[i] && !n.e.member(i).m.Running() {
+		if !n.killed[i] && !n.e.member(i).m.Running() {
 			n.crashed(i)
 		}
 	}

@@ -32,7 +32,6 @@ type Report struct {
 	Verdicts    []Verdict
 	FaultCounts map[FaultKind]int
 	MemberStats memberStats
-	Notes       []string // how the run departed from the defaults
 	Crashes     []string
 	ProxyStats  harness.PeerNetStats
 	// LogCounts counts telling lines in the members' logs (snapshots
@@ -153,9 +152,6 @@ func (r *Report) Summary() string {
 			parts = append(parts, fmt.Sprintf("%d %s", r.LogCounts[mark.name], mark.name))
 		}
 		fmt.Fprintf(&b, "member logs: %s\n", strings.Join(parts, ", "))
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "note: %s\n", n)
 	}
 	fmt.Fprintf(&b, "checks:\n")
 	for _, v := range r.Verdicts {

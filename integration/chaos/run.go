@@ -34,13 +34,6 @@ type Config struct {
 	CheckTimeout time.Duration
 	// OutDir is where the folder of a failed run goes (os.TempDir()).
 	OutDir string
-	// JoinWhenListed starts a new member only once every serving member
-	// lists it (or 10 s passed), instead of right after MemberAdd returns
-	// as etcd's procedure has it. A workaround, off by default: cairn's
-	// joining member asks the first member of its --initial-cluster for
-	// the membership and exits 1 if that one has not applied the addition
-	// yet (-chaos.join-when-listed).
-	JoinWhenListed bool
 	// Scenario, if set, replaces the seeded fault schedule: it runs on the
 	// test's goroutine while the workload runs, and the run ends when it
 	// returns.
@@ -239,9 +232,6 @@ func Run(t testing.TB, cfg Config) *Report {
 	r.Crashes = e.nem.crashes
 	r.FaultCounts = e.nem.counts
 	r.MemberStats = e.nem.mstats
-	if cfg.JoinWhenListed {
-		r.Notes = append(r.Notes, "new members started only once every member listed them (-chaos.join-when-listed)")
-	}
 	r.ProxyStats = c.Net.Stats()
 	r.LogCounts = countLogLines(c)
 	r.addVerdict(finalVerdict(finalProblems, e.nem.crashes))
