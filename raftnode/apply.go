@@ -42,7 +42,7 @@ func (n *Node) apply(t applyTask) error {
 		return nil
 	}
 	confs := t.confs
-	removed := false
+	removed, added := false, false
 	for _, e := range t.entries {
 		idx := e.GetIndex()
 		if term := e.GetTerm(); term > n.appliedTerm {
@@ -61,6 +61,9 @@ func (n *Node) apply(t applyTask) error {
 			n.waits.Trigger(d.id, result{value: v})
 			if d.rejected == nil && d.cc.Type == raftpb.ConfChangeRemoveNode && d.cc.NodeID == n.cfg.ID {
 				removed = true
+			}
+			if d.rejected == nil && (d.cc.Type == raftpb.ConfChangeAddNode || d.cc.Type == raftpb.ConfChangeAddLearnerNode) {
+				added = true
 			}
 			continue
 		}
@@ -87,7 +90,11 @@ func (n *Node) apply(t applyTask) error {
 	}
 	n.applied.Store(max(last, n.applied.Load()))
 	n.notifyApplied()
-	if last-n.snapIndex >= n.cfg.SnapshotCount {
+	// A member just added may need a snapshot (the log it needs was
+	// compacted), and raft on it ignores one whose membership does not
+	// name it: the snapshot the leader sends must be taken after the
+	// addition.
+	if added || last-n.snapIndex >= n.cfg.SnapshotCount {
 		return n.snapshot(last)
 	}
 	return nil

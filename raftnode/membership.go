@@ -59,7 +59,7 @@ type confDecision struct {
 type Progress struct {
 	Match        uint64 // highest log index known to be on the member
 	Learner      bool
-	RecentActive bool // heard from within the last election timeout, and its stream is open
+	RecentActive bool // connected: streams open both ways, heard from within an election timeout
 }
 
 func isConfChange(e *raftpb.Entry) bool {
@@ -246,14 +246,17 @@ func (n *Node) progress() map[uint64]Progress {
 	if st.RaftState != raft.StateLeader {
 		return nil
 	}
+	// Connected: both streams open and a message within an election
+	// timeout. Raft's own RecentActive is no good here: check-quorum clears
+	// it for every follower at each election timeout (so it is briefly false
+	// for healthy members) and a member that just died keeps it until then.
+	window := n.cfg.TickInterval * time.Duration(n.cfg.ElectionTicks)
 	out := make(map[uint64]Progress, len(st.Progress))
 	for id, pr := range st.Progress {
 		active := id == n.cfg.ID
-		if !active && pr.RecentActive {
-			// Raft clears RecentActive only once per election timeout; a
-			// member that just died has lost its stream already.
+		if !active {
 			ps, ok := n.tr.Stats(id)
-			active = ok && ps.Active
+			active = ok && ps.Active && time.Since(n.tr.LastReceived(id)) <= window
 		}
 		out[id] = Progress{Match: pr.Match, Learner: pr.IsLearner, RecentActive: active}
 	}

@@ -227,13 +227,13 @@ func Start(cfg Config) (*Node, error) {
 		}
 	}
 
+	n.log.Info("raft member started", "bootstrap", bootstrap, "join", cfg.Join, "snapshot-index", n.snapIndex,
+		"applied-index", n.applied.Load(), "peers", len(cfg.Peers))
 	n.wg.Add(4)
 	go n.raftLoop()
 	go n.applyLoop()
 	go n.readLoop()
 	go n.peerLoop()
-	n.log.Info("raft member started", "bootstrap", bootstrap, "join", cfg.Join, "snapshot-index", n.snapIndex,
-		"applied-index", n.applied.Load(), "peers", len(cfg.Peers))
 	return n, nil
 }
 

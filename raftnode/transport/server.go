@@ -21,6 +21,7 @@ type inStream struct {
 	conn     net.Conn
 	done     chan struct{} // closed when the handler is finished with Raft
 	replaced atomic.Bool   // closed because a newer stream from the same peer arrived
+	lastRecv atomic.Int64  // unix nanoseconds when the last message was processed
 }
 
 // inSnapshot is an inbound snapshot request in progress.
@@ -151,6 +152,7 @@ func (t *Transport) readStream(in *inStream, r *bufio.Reader) error {
 		if err := t.cfg.Raft.Process(t.ctx, m); err != nil {
 			return err
 		}
+		in.lastRecv.Store(time.Now().UnixNano())
 	}
 }
 

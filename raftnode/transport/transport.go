@@ -384,6 +384,21 @@ func (t *Transport) Stats(id uint64) (PeerStats, bool) {
 	}, true
 }
 
+// LastReceived is when a message from peer id last arrived on its open
+// inbound stream; zero if it has none.
+func (t *Transport) LastReceived(id uint64) time.Time {
+	t.mu.RLock()
+	in, ok := t.inbound[id]
+	t.mu.RUnlock()
+	if !ok {
+		return time.Time{}
+	}
+	if ns := in.lastRecv.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
 // ActivePeers returns, in ascending order, the peers with an open outgoing
 // message stream.
 func (t *Transport) ActivePeers() []uint64 {
