@@ -8,6 +8,7 @@
 //	go test ./integration/chaos -run TestChaosShort -v      # 40 s of faults, fixed seed (part of make test)
 //	make chaos SEED=42 DURATION=5m MEMBERS=3                # a long randomised run
 //	go test ./integration/chaos -run TestChaosBrokenReads   # proof that the checker can fail
+//	go test ./integration/chaos -run 'TestJoin|TestRepro' -chaos.repro -v  # membership bugs the runs found, reduced (repro_test.go)
 //
 // `make chaos` runs TestChaos with -chaos.duration, -chaos.seed (default:
 // from the clock, printed first) and -chaos.members (3 or 5). Every run
