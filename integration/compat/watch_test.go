@@ -348,15 +348,25 @@ func testWatch(t *testing.T, e *env) {
 		// The server's progress interval is ten minutes; ask for one.
 		wch, wctx := watch(t, cli, p+"quiet", clientv3.WithProgressNotify())
 		rev := mustPut(t, cli, p+"elsewhere", "x")
-		if err := cli.RequestProgress(wctx); err != nil {
-			t.Fatalf("RequestProgress: %v", err)
-		}
-		resp := nextResponse(t, wch)
-		if !resp.IsProgressNotify() {
-			t.Fatalf("got %+v, want a progress notification", resp)
-		}
-		if resp.Header.Revision < rev {
-			t.Errorf("progress at revision %d, want at least %d", resp.Header.Revision, rev)
+		// A progress notification carries the revision of the member the
+		// watch is on (as in etcd), which may not have applied the put
+		// the moment another member acknowledged it: ask until it has.
+		deadline := time.Now().Add(watchWait)
+		for {
+			if err := cli.RequestProgress(wctx); err != nil {
+				t.Fatalf("RequestProgress: %v", err)
+			}
+			resp := nextResponse(t, wch)
+			if !resp.IsProgressNotify() {
+				t.Fatalf("got %+v, want a progress notification", resp)
+			}
+			if resp.Header.Revision >= rev {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("progress at revision %d after %v, want at least %d", resp.Header.Revision, watchWait, rev)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 
