@@ -14,11 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -192,6 +194,11 @@ func NewCluster(t testing.TB, size int, opts Options) *Cluster {
 		m.Start()
 	}
 	c.WaitLeader()
+	for _, m := range c.Members {
+		if !m.Running() {
+			t.Fatalf("%s exited while the cluster started: %s", m.Name, tail(m.logPath, 5))
+		}
+	}
 	if c.Net != nil {
 		for _, m := range c.Members {
 			WaitFor(t, 10*time.Second, "the ID of "+m.Name, func() bool {
@@ -582,10 +589,13 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // FreePorts returns n distinct loopback ports that were free a moment ago.
-// Listening on port 0 lets the kernel choose, so parallel test processes
-// do not pick the same ports.
+// They are drawn at random from below the kernel's ephemeral range: a port
+// the kernel hands out (to a listener on port 0, or as the local end of an
+// outgoing connection: the tests make many) could be taken again between
+// this check and the member's own bind.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
+	lo, hi := portRange()
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
@@ -593,15 +603,34 @@ func FreePorts(t testing.TB, n int) []int {
 		}
 	}()
 	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("find %d free ports in [%d, %d]: only %d after %d tries", n, lo, hi, len(ports), tries)
+		}
+		p := lo + rand.IntN(hi-lo+1)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			t.Fatalf("find a free port: %v", err)
+			continue // in use
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// portRange is where FreePorts draws from: the 10,000 ports below the
+// start of the ephemeral range (Linux's ip_local_port_range; 32768 if it
+// cannot be read).
+func portRange() (lo, hi int) {
+	start := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				start = v
+			}
+		}
+	}
+	return start - 10000, start - 1
 }
 
 // ExitCode runs the binary with args to completion and returns its exit
