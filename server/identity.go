@@ -52,10 +52,12 @@ type identity struct {
 // members for the ID that `member add` gave its peer URLs.
 func (s *Server) identify(memberDir string) (identity, error) {
 	cfg := &s.cfg
-	if _, err := os.Stat(s.removedFile); err == nil {
-		b, _ := os.ReadFile(s.removedFile)
+	switch b, err := os.ReadFile(s.removedFile); {
+	case err == nil:
 		return identity{}, fmt.Errorf("%w: %s (%s); to bring this machine back, add it again with `member add` and start it on an empty data dir",
 			ErrRemoved, strings.TrimSpace(string(b)), s.removedFile)
+	case !errors.Is(err, os.ErrNotExist):
+		return identity{}, fmt.Errorf("read %s: %w", s.removedFile, err)
 	}
 	initial, err := cfg.initialMembers()
 	if err != nil {

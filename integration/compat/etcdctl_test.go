@@ -1,7 +1,6 @@
 package compat
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairnkv/cairn/integration/harness"
 )
 
 // etcdctl 3.7 is a tool dependency of this module (go.mod's tool line); it
@@ -120,57 +121,19 @@ type memberAddOutput struct {
 	env     map[string]string // ETCD_NAME, ETCD_INITIAL_CLUSTER, ...
 }
 
-// parseMemberAdd reads
-//
-//	Member 8e9e05c52164694d added to cluster cdf818194e3a8c32
-//
-//	ETCD_NAME="m4"
-//	ETCD_INITIAL_CLUSTER="m1=http://...,m4=http://..."
-//	ETCD_INITIAL_ADVERTISE_PEER_URLS="http://..."
-//	ETCD_INITIAL_CLUSTER_STATE="existing"
+// parseMemberAdd reads `etcdctl member add`'s output (harness.ParseMemberAdd),
+// which must give every setting a new member needs.
 func parseMemberAdd(out string) (memberAddOutput, error) {
-	res := memberAddOutput{env: map[string]string{}}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sawHead := false
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "":
-		case strings.HasPrefix(line, "Member "):
-			f := strings.Fields(line)
-			if len(f) < 4 || f[2] != "added" {
-				return res, fmt.Errorf("unexpected line %q", line)
-			}
-			id, err := strconv.ParseUint(f[1], 16, 64)
-			if err != nil {
-				return res, fmt.Errorf("member ID in %q: %w", line, err)
-			}
-			res.id = id
-			res.learner = strings.Contains(line, " added as learner to cluster ")
-			sawHead = true
-		case strings.HasPrefix(line, "ETCD_"):
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				return res, fmt.Errorf("unexpected line %q", line)
-			}
-			uq, err := strconv.Unquote(v)
-			if err != nil {
-				return res, fmt.Errorf("value in %q: %w", line, err)
-			}
-			res.env[k] = uq
-		default:
-			return res, fmt.Errorf("unexpected line %q", line)
-		}
-	}
-	if !sawHead || res.id == 0 {
-		return res, fmt.Errorf("no \"Member <id> added\" line in %q", out)
+	a, err := harness.ParseMemberAdd(out)
+	if err != nil {
+		return memberAddOutput{}, err
 	}
 	for _, k := range []string{"ETCD_NAME", "ETCD_INITIAL_CLUSTER", "ETCD_INITIAL_ADVERTISE_PEER_URLS", "ETCD_INITIAL_CLUSTER_STATE"} {
-		if _, ok := res.env[k]; !ok {
-			return res, fmt.Errorf("no %s in %q", k, out)
+		if _, ok := a.Env[k]; !ok {
+			return memberAddOutput{}, fmt.Errorf("no %s in %q", k, out)
 		}
 	}
-	return res, nil
+	return memberAddOutput{id: a.ID, learner: a.Learner, env: a.Env}, nil
 }
 
 // ctlMember is one row of `etcdctl member list` (simple format: ID,
@@ -185,27 +148,13 @@ type ctlMember struct {
 }
 
 func parseMemberList(out string) ([]ctlMember, error) {
-	var ms []ctlMember
-	for line := range strings.Lines(out) {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		f := strings.Split(line, ", ")
-		if len(f) != 6 {
-			return nil, fmt.Errorf("member list line %q: %d fields, want 6", line, len(f))
-		}
-		id, err := strconv.ParseUint(f[0], 16, 64)
-		if err != nil {
-			return nil, fmt.Errorf("member list line %q: %w", line, err)
-		}
-		if f[1] != "started" && f[1] != "unstarted" {
-			return nil, fmt.Errorf("member list line %q: status %q", line, f[1])
-		}
-		if f[5] != "true" && f[5] != "false" {
-			return nil, fmt.Errorf("member list line %q: is-learner %q", line, f[5])
-		}
-		ms = append(ms, ctlMember{id: id, started: f[1] == "started", name: f[2], peerURLs: f[3], clientURLs: f[4], learner: f[5] == "true"})
+	list, err := harness.ParseMemberList(out)
+	if err != nil {
+		return nil, err
+	}
+	ms := make([]ctlMember, len(list))
+	for i, m := range list {
+		ms[i] = ctlMember{id: m.ID, started: m.Started, name: m.Name, peerURLs: m.PeerURLs, clientURLs: m.ClientURLs, learner: m.Learner}
 	}
 	return ms, nil
 }

@@ -86,9 +86,12 @@ func TestMemberFailure(t *testing.T) {
 		mustPut(t, cli, p+"1", "a")
 		expectOnly(t, wch, fmt.Sprintf("[PUT %s1=a]", p))
 
+		// Written through the leader alone: a put that etcd's client sends
+		// to the member just killed fails, and is not retried.
+		lcli := newClient(t, c.WaitLeader().Addr())
 		victim.Kill()
-		mustPut(t, cli, p+"2", "b")
-		if _, err := cli.Delete(ctx(t), p+"1"); err != nil {
+		mustPut(t, lcli, p+"2", "b")
+		if _, err := lcli.Delete(ctx(t), p+"1"); err != nil {
 			t.Fatal(err)
 		}
 		victim.Start()

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnkv/cairn/integration/harness"
 )
 
 // Membership changes go through etcdctl, as an operator would make them:
@@ -80,41 +80,13 @@ type memberAdded struct {
 	state          string
 }
 
-var (
-	// etcdctl prints both IDs with %16x: space-padded when shorter.
-	memberAddedRE = regexp.MustCompile(`(?m)^Member +([0-9a-f]+) added to cluster +([0-9a-f]+)$`)
-	etcdVarRE     = regexp.MustCompile(`(?m)^(ETCD_[A-Z_]+)=(".*")$`)
-)
-
+// parseMemberAdd reads `etcdctl member add`'s output (harness.ParseMemberAdd).
 func parseMemberAdd(out string) (memberAdded, error) {
-	var a memberAdded
-	m := memberAddedRE.FindStringSubmatch(out)
-	if m == nil {
-		return a, fmt.Errorf("no \"Member <ID> added to cluster <ID>\" line in etcdctl's output: %q", out)
-	}
-	id, err := strconv.ParseUint(m[1], 16, 64)
+	a, err := harness.ParseMemberAdd(out)
 	if err != nil {
-		return a, fmt.Errorf("member ID %q: %w", m[1], err)
+		return memberAdded{}, err
 	}
-	a.id = id
-	for _, v := range etcdVarRE.FindAllStringSubmatch(out, -1) {
-		value, err := strconv.Unquote(v[2]) // etcdctl prints them with %q
-		if err != nil {
-			return a, fmt.Errorf("%s=%s: %w", v[1], v[2], err)
-		}
-		switch v[1] {
-		case "ETCD_NAME":
-			a.name = value
-		case "ETCD_INITIAL_CLUSTER":
-			a.initialCluster = value
-		case "ETCD_INITIAL_CLUSTER_STATE":
-			a.state = value
-		}
-	}
-	if a.initialCluster == "" {
-		return a, fmt.Errorf("no ETCD_INITIAL_CLUSTER line in etcdctl's output: %q", out)
-	}
-	return a, nil
+	return memberAdded{id: a.ID, name: a.Env["ETCD_NAME"], initialCluster: a.Env["ETCD_INITIAL_CLUSTER"], state: a.Env["ETCD_INITIAL_CLUSTER_STATE"]}, nil
 }
 
 // listedMember is one line of `etcdctl member list` (its simple format):
@@ -140,25 +112,13 @@ func (m listedMember) String() string {
 }
 
 func parseMemberList(out string) ([]listedMember, error) {
-	var ms []listedMember
-	for line := range strings.Lines(out) {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		f := strings.Split(line, ", ")
-		if len(f) != 6 {
-			return nil, fmt.Errorf("member list line %q: want 6 fields (ID, status, name, peer URLs, client URLs, learner)", line)
-		}
-		id, err := strconv.ParseUint(f[0], 16, 64)
-		if err != nil {
-			return nil, fmt.Errorf("member list line %q: ID: %w", line, err)
-		}
-		learner, err := strconv.ParseBool(f[5])
-		if err != nil {
-			return nil, fmt.Errorf("member list line %q: learner: %w", line, err)
-		}
-		ms = append(ms, listedMember{id: id, started: f[1] == "started", name: f[2], peerURLs: f[3], learner: learner})
+	list, err := harness.ParseMemberList(out)
+	if err != nil {
+		return nil, err
+	}
+	ms := make([]listedMember, len(list))
+	for i, m := range list {
+		ms[i] = listedMember{id: m.ID, started: m.Started, name: m.Name, peerURLs: m.PeerURLs, learner: m.Learner}
 	}
 	return ms, nil
 }
